@@ -6,12 +6,12 @@
 __all__ = ['PRESETS', 'resolve_preset', 'running_under_nbdev_test', 'default_preset', 'repo_root', 'output_dir',
            'software_versions', 'write_run_record']
 
-# %% ../nbs/00a_experiment.ipynb #1e34f7d9
+# %% ../nbs/00a_experiment.ipynb #251a0d22
 import os, sys, json, time, platform, tempfile, configparser
 from pathlib import Path
 from importlib import metadata
 
-# %% ../nbs/00a_experiment.ipynb #c6487548
+# %% ../nbs/00a_experiment.ipynb #4916e133
 PRESETS = ("smoke", "cpu", "paper")
 
 def resolve_preset(
@@ -24,7 +24,7 @@ def resolve_preset(
     import torch
     return "paper" if torch.cuda.is_available() else "cpu"
 
-# %% ../nbs/00a_experiment.ipynb #ce00dff8
+# %% ../nbs/00a_experiment.ipynb #6a4a1e39
 def running_under_nbdev_test()->bool:
     "True inside `nbdev_test`, which sets the environment variable `IN_TEST`."
     return bool(os.environ.get("IN_TEST"))
@@ -33,7 +33,7 @@ def default_preset()->str:
     "The preset a notebook's `parameters` cell starts from: `$FLOWNB_PRESET`, else `smoke` under `nbdev_test`, else `auto`."
     return os.environ.get("FLOWNB_PRESET") or ("smoke" if running_under_nbdev_test() else "auto")
 
-# %% ../nbs/00a_experiment.ipynb #6ad34acf
+# %% ../nbs/00a_experiment.ipynb #3e43fe91
 def repo_root()->Path|None:
     "The checkout this package runs from (the folder whose `settings.ini` names `flownb`), or None when installed elsewhere."
     for start in (Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd(), Path.cwd()):
@@ -44,7 +44,7 @@ def repo_root()->Path|None:
                 if cfg.get("DEFAULT", "lib_name", fallback=None) == "flownb": return folder
     return None
 
-# %% ../nbs/00a_experiment.ipynb #c6681b06
+# %% ../nbs/00a_experiment.ipynb #fbf735a3
 def output_dir(
     out_dir:str|Path|None=None,  # explicit folder; None picks the default
 )->Path:                         # an existing folder to write tables and figures into
@@ -59,7 +59,7 @@ def output_dir(
     out_dir.mkdir(parents=True, exist_ok=True)
     return out_dir
 
-# %% ../nbs/00a_experiment.ipynb #dee6149f
+# %% ../nbs/00a_experiment.ipynb #4162a879
 def software_versions(
     packages=("flownb", "numpy", "scipy", "torch", "torchvision", "matplotlib", "pandas", "papermill"),  # distributions to report
 )->dict:
