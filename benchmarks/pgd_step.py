@@ -1,0 +1,65 @@
+"""Cost of one PGD step against its floor, one forward+backward of the model with respect to the input.
+
+    python benchmarks/pgd_step.py [--model glow] [--dataset cifar10] [--preset cpu] [--batch 16] [--repeats 7]
+
+Prints, and writes as JSON next to this script, the median time of: forward+backward w.r.t. the
+input only (parameters frozen), one PGD step (from the slope of pgd's wall time between `steps=1`
+and `steps=1+k`), and their ratio, measured in one process so that the ratio is meaningful on a
+noisy machine.
+"""
+import argparse, json, platform, statistics, time
+from pathlib import Path
+
+import torch
+
+from flownb.attacks import frozen, pgd
+from flownb.models import bits_per_dim, build_model, count_parameters, DATASET_SHAPES
+
+
+def median_seconds(fn, repeats):
+    "Median wall time of `fn()` over `repeats` calls, after one warm-up call."
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter(); fn(); times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="glow", choices=["glow", "realnvp"])
+    ap.add_argument("--dataset", default="cifar10", choices=sorted(DATASET_SHAPES))
+    ap.add_argument("--preset", default="cpu", choices=["smoke", "cpu", "paper"])
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=10, help="extra PGD steps whose cost is measured")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads: torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = build_model(args.model, args.dataset, args.preset)
+    channels, size = DATASET_SHAPES[args.dataset]
+    x = torch.randint(0, 256, (args.batch, channels, size, size)).float()/255
+    with torch.no_grad(): model(x)                     # data-dependent initialisation
+    model.eval()
+
+    def forward_backward_input():
+        with frozen(model):
+            xi = x.clone().requires_grad_(True)
+            torch.autograd.grad(bits_per_dim(model, xi).sum(), xi)
+
+    floor = median_seconds(forward_backward_input, args.repeats)
+    short = median_seconds(lambda: pgd(model, x, 8, steps=1), args.repeats)
+    long = median_seconds(lambda: pgd(model, x, 8, steps=1 + args.steps), args.repeats)
+    step = (long - short)/args.steps
+    result = dict(model=args.model, dataset=args.dataset, preset=args.preset, batch=args.batch,
+                  parameters=count_parameters(model), threads=torch.get_num_threads(),
+                  forward_backward_input_ms=1e3*floor, pgd_step_ms=1e3*step, ratio=step/floor,
+                  torch=torch.__version__, python=platform.python_version(), machine=platform.machine())
+    for k, v in result.items(): print(f"{k:>26}: {v:.3f}" if isinstance(v, float) else f"{k:>26}: {v}")
+    out = Path(__file__).with_name(f"pgd_step_{args.model}_{args.dataset}_{args.preset}_b{args.batch}.json")
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
