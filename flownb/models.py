@@ -7,14 +7,14 @@ __all__ = ['DATASET_SHAPES', 'ARCHITECTURES', 'MODELS', 'check_finite_float', 'c
            'standard_normal_log_prob', 'ImageFlow', 'GlowStep', 'Glow', 'RealNVP', 'LinearGaussian', 'bits_per_dim',
            'model_config', 'build_model', 'count_parameters', 'train_step_ms']
 
-# %% ../nbs/02_models.ipynb #dd547e36
+# %% ../nbs/02_models.ipynb #67ccf4c9
 import math, time
 import torch
 from torch import nn, Tensor
 from .layers import *
 from .experiment import resolve_preset
 
-# %% ../nbs/02_models.ipynb #4aaf965b
+# %% ../nbs/02_models.ipynb #5cd4a7b7
 def check_finite_float(
     x:Tensor,       # tensor to check
     name:str="x",   # name used in the error message
@@ -49,7 +49,7 @@ def check_images(
         raise ValueError(f"{name} has shape {tuple(x.shape)}: expected (B, {channels}, {size}, {size})")
     check_unit_interval(x, name)
 
-# %% ../nbs/02_models.ipynb #03013b19
+# %% ../nbs/02_models.ipynb #7787ef32
 def standard_normal_log_prob(
     z:Tensor,  # latent, shape (B,...)
 )->Tensor:     # log N(z; 0, I) summed over all but the batch dimension, nats, shape (B,)
@@ -86,7 +86,7 @@ class ImageFlow(nn.Module):
               for s in self.latent_shapes]
         return self.inverse(zs)
 
-# %% ../nbs/02_models.ipynb #a85df15b
+# %% ../nbs/02_models.ipynb #e18ea736
 class GlowStep(FlowSequential):
     "One step of GLOW: ActNorm → invertible 1×1 convolution → affine (or additive) coupling."
     def __init__(self,
@@ -146,7 +146,7 @@ class Glow(ImageFlow):
             h = self.squeeze.inverse(self.levels[i].inverse(h))
         return h + 0.5
 
-# %% ../nbs/02_models.ipynb #064b6cc5
+# %% ../nbs/02_models.ipynb #2fda435b
 class RealNVP(ImageFlow):
     "RealNVP (Dinh et al. 2017): per scale 3 checkerboard couplings, squeeze, 3 channel-wise couplings, factor out half; last scale 4 checkerboard couplings."
     def __init__(self,
@@ -194,7 +194,7 @@ class RealNVP(ImageFlow):
             h = self.scales[i].inverse(self.splits[i].inverse((h, zs[i])))
         return self.logit.inverse(h)
 
-# %% ../nbs/02_models.ipynb #bfd557fa
+# %% ../nbs/02_models.ipynb #2090c1be
 class LinearGaussian(nn.Module):
     "The affine flow `x = mu + L z`, `z ~ N(0, I)`, `L = cholesky(K)`: `log_prob` is the log-density of N(mu, K)."
     def __init__(self,
@@ -237,7 +237,7 @@ class LinearGaussian(nn.Module):
         z = torch.randn((n, self.mu.shape[0]), generator=generator, dtype=self.mu.dtype, device=self.mu.device)
         return self.inverse(z * temperature)
 
-# %% ../nbs/02_models.ipynb #2dd8c4b9
+# %% ../nbs/02_models.ipynb #4c8c518c
 def bits_per_dim(
     model,               # flow with `log_prob` (nats, per example) on points of [0,1]^D
     x:Tensor,            # quantized images in [0,1] (values k/255), shape (B, C, H, W); differentiable
@@ -251,7 +251,7 @@ def bits_per_dim(
     y = (x * 255 + u) / 256
     return (D * math.log(256) - model.log_prob(y)) / (D * math.log(2))
 
-# %% ../nbs/02_models.ipynb #13c58e7c
+# %% ../nbs/02_models.ipynb #3f1bf71f
 DATASET_SHAPES = {"digits": (1, 8), "mnist": (1, 28), "cifar10": (3, 32), "celeba": (3, 64), "lsun_bedroom": (3, 64)}
 
 ARCHITECTURES = {
@@ -296,7 +296,7 @@ def build_model(
     "A new `Glow` or `RealNVP` with the preset architecture for `dataset`."
     return MODELS[model](**{**model_config(model, dataset, preset), **overrides})
 
-# %% ../nbs/02_models.ipynb #cb758ca9
+# %% ../nbs/02_models.ipynb #d8f8ad6c
 def count_parameters(model:nn.Module)->int:
     "Number of trainable parameters."
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
