@@ -6,7 +6,7 @@
 __all__ = ['NORMS', 'per_example', 'batch_norms', 'project', 'ascent_direction', 'random_in_ball', 'frozen', 'attack_objective',
            'default_step_size', 'pgd', 'uniform_noise', 'ood_attack', 'attack_sweep']
 
-# %% ../nbs/03_attacks.ipynb #5a95a323
+# %% ../nbs/03_attacks.ipynb #5871d2af
 import math
 from contextlib import contextmanager
 import torch
@@ -14,7 +14,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from .models import bits_per_dim, check_finite_float
 
-# %% ../nbs/03_attacks.ipynb #e83472f5
+# %% ../nbs/03_attacks.ipynb #c442378b
 NORMS = ("linf", "l2")
 
 def per_example(
@@ -65,7 +65,7 @@ def random_in_ball(
     r = radius*torch.rand(len(like), **kw)**(1/like[0].numel())
     return g*per_example(r/batch_norms(g).clamp_min(1e-30), g)
 
-# %% ../nbs/03_attacks.ipynb #77348b55
+# %% ../nbs/03_attacks.ipynb #8d067bf8
 @contextmanager
 def frozen(model):
     "Evaluation mode and no parameter gradients inside the block; the model's mode and flags restored after."
@@ -89,7 +89,7 @@ def attack_objective(
     if images: return bits_per_dim(model, x, dequantize=dequantize, generator=generator)
     return -model.log_prob(x)
 
-# %% ../nbs/03_attacks.ipynb #4a3d266d
+# %% ../nbs/03_attacks.ipynb #46c7867b
 def _check_attack_args(x, eps, steps, norm, restarts, eot, clip, pixel_scale):
     "One clear ValueError for each kind of bad argument."
     if not isinstance(x, Tensor): raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
@@ -140,7 +140,7 @@ def _score(model, xa, images, sign):
     "Deterministic per-example score: the NLL (bin centres for images), signed so that larger is better."
     with torch.no_grad(): return sign*attack_objective(model, xa, images, dequantize=False)
 
-# %% ../nbs/03_attacks.ipynb #422d0eb8
+# %% ../nbs/03_attacks.ipynb #d3d702f1
 def default_step_size(
     radius:Tensor,  # ball radius per example
     steps:int,      # PGD iterations
@@ -150,7 +150,7 @@ def default_step_size(
     factor = 2.5/max(int(steps), 1)
     return radius*(factor if norm == "linf" else max(factor, 0.5))
 
-# %% ../nbs/03_attacks.ipynb #0d8004a8
+# %% ../nbs/03_attacks.ipynb #8635812e
 def pgd(
     model,                # flow with `log_prob` (per-example log-density)
     x:Tensor,             # clean inputs: images in [0,1] (B, C, H, W), or vectors (B, n) with clip=None
@@ -192,7 +192,7 @@ def pgd(
                 best = torch.where(per_example(better, x), xa, best); best_score = torch.where(better, score, best_score)
     return best
 
-# %% ../nbs/03_attacks.ipynb #42b8c9fb
+# %% ../nbs/03_attacks.ipynb #b4c09bf8
 def uniform_noise(
     x:Tensor,         # clean images in [0,1]
     eps,              # noise amplitude in pixel units (0-255)
@@ -221,7 +221,7 @@ def ood_attack(
     noise = (torch.randint(0, 256, (n, *shape), generator=g)/255).to(dtype=p.dtype, device=p.device)
     return noise, pgd(model, noise, eps, steps, maximize=False, generator=g, **pgd_kwargs)
 
-# %% ../nbs/03_attacks.ipynb #a01525c3
+# %% ../nbs/03_attacks.ipynb #92d3ec5d
 def attack_sweep(
     model,                 # image flow
     x:Tensor,              # clean images in [0,1], (N, C, H, W)
