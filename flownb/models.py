@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['DATASET_SHAPES', 'ARCHITECTURES', 'MODELS', 'check_finite_float', 'check_unit_interval', 'check_images',
            'standard_normal_log_prob', 'ImageFlow', 'GlowStep', 'Glow', 'RealNVP', 'LinearGaussian', 'bits_per_dim',
-           'model_config', 'build_model', 'count_parameters', 'train_step_ms']
+           'bits_per_dim_given_noise', 'model_config', 'build_model', 'count_parameters', 'train_step_ms']
 
 # %% ../nbs/02_models.ipynb #67ccf4c9
 import math, time
@@ -246,10 +246,17 @@ def bits_per_dim(
 )->Tensor:               # negative log-likelihood in bits per dimension, per image, shape (B,)
     "Discrete NLL in bits/dim of 8-bit images: `(-log p((255x + u)/256) + D log 256) / (D log 2)`."
     check_unit_interval(x)
+    u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device) if dequantize else torch.full_like(x, 0.5)
+    return bits_per_dim_given_noise(model, x, u)
+
+def bits_per_dim_given_noise(
+    model,     # flow with `log_prob` (nats, per example) on points of [0,1]^D
+    x:Tensor,  # quantized images in [0,1] (values k/255), shape (B, C, H, W); not checked here
+    u:Tensor,  # dequantization offsets in [0,1) within each bin, same shape as x (1/2: bin centres)
+)->Tensor:     # negative log-likelihood in bits per dimension, per image, shape (B,)
+    "The discrete NLL in bits/dim at the dequantized point `(255x + u)/256`, for noise drawn by the caller."
     D = x[0].numel()
-    u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device) if dequantize else 0.5
-    y = (x * 255 + u) / 256
-    return (D * math.log(256) - model.log_prob(y)) / (D * math.log(2))
+    return (D * math.log(256) - model.log_prob((x * 255 + u) / 256)) / (D * math.log(2))
 
 # %% ../nbs/02_models.ipynb #3f1bf71f
 DATASET_SHAPES = {"digits": (1, 8), "mnist": (1, 28), "cifar10": (3, 32), "celeba": (3, 64), "lsun_bedroom": (3, 64)}

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 from .experiment import resolve_preset
 from .layers import ActNorm
-from .models import build_model
+from .models import build_model, bits_per_dim_given_noise
 from .attacks import pgd
 
 # %% ../nbs/04_train.ipynb #baf06ce3
@@ -144,8 +144,7 @@ class PerImageBitsPerDim(nn.Module):
                 x:Tensor,  # quantized images in [0,1] (values k/255), shape (B,C,H,W)
                 u:Tensor,  # dequantization noise in [0,1), same shape
                )->Tensor:  # negative log-likelihood in bits/dim per image, shape (B,)
-        D = x[0].numel()
-        return (D * math.log(256) - self.flow.log_prob((x * 255 + u) / 256)) / (D * math.log(2))
+        return bits_per_dim_given_noise(self.flow, x, u)
 
 # %% ../nbs/04_train.ipynb #b2e05910
 def adversarial_examples(
