@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PRESET ?= auto
 # notebooks `make paper` runs, in order (override with NB=<name>)
-PAPER_NBS ?= 00_theory
+PAPER_NBS ?= 00_theory 05_glow_cifar 06_glow_lsun 07_realnvp 08_adversarial_samples 09_stability 10_report
 # executed copies of the notebooks land here (git-ignored)
 RUN_DIR ?= runs/notebooks
 
@@ -48,8 +48,9 @@ $(BIN)/.installed: settings.ini setup.py
 
 install: $(BIN)/.installed
 
+# one thread per notebook: nbdev_test runs notebooks in parallel, and the small smoke models gain nothing from more
 test: install
-	FLOWNB_PRESET=smoke $(BIN)/nbdev_test --timing
+	OMP_NUM_THREADS=1 FLOWNB_PRESET=smoke $(BIN)/nbdev_test --timing
 	$(BIN)/python -m pytest tests/ -q
 
 paper: install
