@@ -6,13 +6,13 @@
 __all__ = ['EXPERIMENTS', 'BEGIN', 'END', 'table_markdown', 'experiment_section', 'claims_table', 'results_markdown',
            'update_readme']
 
-# %% ../nbs/10_report.ipynb #53f4b9b7
+# %% ../nbs/10_report.ipynb #74af58f4
 import json, re
 from pathlib import Path
 import pandas as pd
 from .experiment import repo_root, running_under_nbdev_test
 
-# %% ../nbs/10_report.ipynb #795aa7c1
+# %% ../nbs/10_report.ipynb #b8296f8e
 EXPERIMENTS = [  # (file-stem pattern in figures/, title, notebook), in the paper's order
     ("table1_glow_*", "Table 1 — GLOW, clean / adversarial / hybrid, attack ε sweep", "05_glow_cifar"),
     ("table2_glow_*", "Table 2 — GLOW, clean / adversarial / hybrid, attack ε up to 32", "06_glow_lsun"),
@@ -35,7 +35,7 @@ def table_markdown(
     "A DataFrame as a markdown table with readable numbers."
     return df.map(_fmt).to_markdown(index=False, disable_numparse=True)
 
-# %% ../nbs/10_report.ipynb #486597de
+# %% ../nbs/10_report.ipynb #aba14319
 def experiment_section(
     figures:Path,     # the results folder
     stem:str,         # an experiment's file stem, e.g. 'table1_glow_cifar10'
@@ -48,9 +48,12 @@ def experiment_section(
     data = record.get("data", {})
     label = data.get("label") or "; ".join(d.get("label", "") for d in data.values() if isinstance(d, dict))
     skipped = record.get("skipped") or {}
+    runs = record.get("runs") or {}
+    trained = ", ".join(f"{m} {'reused' if r.get('reused') else 'trained in %.0f min' % (r.get('train_seconds', 0) / 60)}"
+                        for m, r in runs.items())
     lines = [f"### {title}", "",
-             f"`nbs/{notebook}.ipynb`, preset **{record['preset']}**, {record['wall_seconds']/60:.0f} min "
-             f"(training reused from earlier runs where said in `figures/{stem}.json`). Data: {label}."]
+             f"`nbs/{notebook}.ipynb`, preset **{record['preset']}**, {max(1, round(record['wall_seconds']/60))} min wall"
+             + (f" (models: {trained})" if trained else "") + f". Data: {label}."]
     notes = [data.get("note")] if isinstance(data.get("note"), str) else [d.get("note") for d in data.values() if isinstance(d, dict)]
     sub = record.get("substitution")
     if sub: lines.append(f"**Substituted: {sub['used']} for {sub['asked']}** — {sub['reason']}.")
@@ -65,11 +68,12 @@ def experiment_section(
 def claims_table(
     figures:Path,     # the results folder
     stems:list,       # experiment stems, in order
-)->pd.DataFrame:      # claim, section, verdict, evidence, preset
+)->pd.DataFrame:      # run (file stem), claim, section, verdict, evidence, preset
     "Every checked claim of the committed experiments."
-    frames = [pd.read_csv(figures/f"{s}_claims.csv") for s in stems if (figures/f"{s}_claims.csv").exists()]
-    if not frames: return pd.DataFrame(columns=["claim", "section", "reproduced", "evidence", "preset"])
-    return pd.concat(frames, ignore_index=True)[["claim", "section", "reproduced", "evidence", "preset"]]
+    cols = ["run", "claim", "section", "reproduced", "evidence", "preset"]
+    frames = [pd.read_csv(figures/f"{s}_claims.csv").assign(run=s) for s in stems if (figures/f"{s}_claims.csv").exists()]
+    if not frames: return pd.DataFrame(columns=cols)
+    return pd.concat(frames, ignore_index=True)[cols]
 
 def results_markdown(
     figures:str|Path|None=None,  # results folder; None: <repo>/figures
@@ -83,9 +87,9 @@ def results_markdown(
     parts = [experiment_section(figures, s, t, nb) for s, t, nb in stems]
     claims = claims_table(figures, [s for s, _, _ in stems])
     if len(claims):
-        parts += ["### Claims of §5 and §8.3–8.5", "",
-                  "Each qualitative claim checked against the run above it (thresholds in the notebooks and in "
-                  "`nbs/04a_robustness.ipynb`):", "", table_markdown(claims.assign(reproduced=lambda d: "**" + d.reproduced + "**"))]
+        parts.append("### Claims of §5 and §8.3–8.5\n\nEach qualitative claim checked against the run named in the first "
+                     "column (thresholds in the notebooks and in `nbs/04a_robustness.ipynb`):\n\n"
+                     + table_markdown(claims.assign(reproduced=lambda d: "**" + d.reproduced + "**")))
     if not parts: parts = ["No experiment results are committed yet."]
     return "\n\n".join(parts)
 
