@@ -97,6 +97,7 @@ def main(argv=None):
     ap.add_argument("--pgd-steps", type=int, default=5, help="extra PGD steps whose cost is measured")
     ap.add_argument("--quick", action="store_true", help="batch 16, 3 repeats, no paper presets")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--sweep", nargs="*", default=["glow-h128"], help="configurations whose ε sweep is timed (batch 16)")
     ap.add_argument("--out", default=None, help="JSON path (default: benchmarks/bench_<host>.json)")
     args = ap.parse_args(argv)
     if args.threads: torch.set_num_threads(args.threads)
@@ -109,7 +110,7 @@ def main(argv=None):
     for name in names:
         for b in (batches if ("paper" not in name) else [16]):
             r = measure(name, configs[name], b, repeats if "paper" not in name else 3, args.pgd_steps,
-                        sweep=(b == 16 and "paper" not in name))
+                        sweep=(b == 16 and name in args.sweep))
             rows.append(r)
             print(" | ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()), flush=True)
     result = dict(machine=dict(platform=platform.platform(), processor=platform.processor(), cpus=os.cpu_count(),

@@ -9,7 +9,7 @@ __all__ = ['TRIO_BUDGETS', 'run_root', 'config_key', 'NotEnoughImages', 'experim
            'trio_claims', 'trio_experiment', 'save_results', 'iteration_table', 'cross_likelihood_table',
            'dequantization_spread', 'mean_ci']
 
-# %% ../nbs/04a_robustness.ipynb #b52f3c3e
+# %% ../nbs/04a_robustness.ipynb #c4461ffd
 import os, json, time, hashlib, tempfile, math
 from pathlib import Path
 import numpy as np
@@ -22,7 +22,7 @@ from .models import build_model, model_config, bits_per_dim, count_parameters
 from .attacks import attack_sweep, uniform_noise, ood_attack
 from .train import train, plot_learning_curves
 
-# %% ../nbs/04a_robustness.ipynb #1d26def3
+# %% ../nbs/04a_robustness.ipynb #c01ed935
 def run_root(
     root:str|Path|None=None,  # explicit folder; None: `$FLOWNB_RUNS`, a temporary folder under nbdev_test, else <repo>/runs
 )->Path:                      # an existing folder for trained runs
@@ -35,7 +35,7 @@ def config_key(
     "Short SHA-256 of a configuration."
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-# %% ../nbs/04a_robustness.ipynb #88678939
+# %% ../nbs/04a_robustness.ipynb #80fa34a4
 class NotEnoughImages(ValueError):
     "A dataset holds fewer images on this machine than the experiment's preset needs."
 
@@ -57,7 +57,7 @@ def experiment_data(
     return dict(train=tr, test=x, dataset=dataset, image_size=tr.image_size, n_train=len(tr), n_test=len(x),
                 source=tr.source, note=tr.note or "", label=label)
 
-# %% ../nbs/04a_robustness.ipynb #43527573
+# %% ../nbs/04a_robustness.ipynb #4e22bf72
 class FlowRun:
     "A trained flow and where it lives."
     def __init__(self, model, history, run_dir:Path, config:dict, seconds:float, reused:bool):
@@ -94,8 +94,8 @@ def trained_flow(
     folder.mkdir(parents=True, exist_ok=True)
     (folder/"config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
     done = folder/"checkpoint.pt"
-    reused = done.exists() and torch.load(done, map_location="cpu", weights_only=False)["step"] == steps
-    with torch.random.fork_rng(): 
+    reused = done.exists() and torch.load(done, map_location="cpu", weights_only=True, mmap=True)["step"] == steps  # reads the step only
+    with torch.random.fork_rng():
         torch.manual_seed(init_seed)
         model = build_model(model_name, data["dataset"], arch_preset, **{k: v for k, v in cfg_arch.items() if k != "in_channels"})
     if init_from is not None: model.load_state_dict(init_from.model.state_dict())
@@ -104,7 +104,7 @@ def trained_flow(
                 checkpoint_dir=folder, seed=seed, progress=progress)
     return FlowRun(model.eval(), run.history, folder, config, run.seconds, reused)
 
-# %% ../nbs/04a_robustness.ipynb #5a11fc22
+# %% ../nbs/04a_robustness.ipynb #fef7e15d
 TRIO_BUDGETS = {  # training and evaluation budgets of the trio experiments (Tables 1-2, Figs 1, 4-6, §8.5), per preset
     "smoke": dict(arch_preset="smoke", arch=None, image_size=None, n_train=2000, min_train=1,
                   clean_steps=40, robust_steps=10, batch_size=16, warmup_steps=10, robust_warmup_steps=2,
@@ -138,7 +138,7 @@ def eps_sweep(
     while p < eps: out.append(p); p *= 2
     return out + [eps]
 
-# %% ../nbs/04a_robustness.ipynb #6256cdca
+# %% ../nbs/04a_robustness.ipynb #f26d2c78
 def robustness_trio(
     model_name:str,        # 'glow' or 'realnvp'
     data:dict,             # from `experiment_data`
@@ -160,7 +160,7 @@ def robustness_trio(
                                  init_from=clean if budget["finetune"] else None, **common)
     return out
 
-# %% ../nbs/04a_robustness.ipynb #4f006900
+# %% ../nbs/04a_robustness.ipynb #4eff1f89
 def _row(model, eps, bpd:Tensor, **extra)->dict:
     v = bpd.double()
     fin = torch.isfinite(v)
@@ -232,7 +232,7 @@ def ood_table(
         images[label] = dict(x=torch.stack(xs), bpd=torch.stack(bpds))
     return pd.DataFrame(rows), images
 
-# %% ../nbs/04a_robustness.ipynb #289b85cb
+# %% ../nbs/04a_robustness.ipynb #69aa479c
 def beside_paper(
     ours:pd.DataFrame,     # long table with columns `index`, `model`, `bpd_mean`
     paper:dict,            # model label -> {index value: paper's bits/dim}
@@ -254,7 +254,7 @@ def beside_paper(
         out[f"{title} (paper)"] = [ref.get(key(i), np.nan) for i in out.index]
     return out
 
-# %% ../nbs/04a_robustness.ipynb #463cc38f
+# %% ../nbs/04a_robustness.ipynb #01db13ac
 def image_grid(
     rows:dict,            # row title -> list of (image (C,H,W) in [0,1], caption)
     title:str="",         # figure title (say the preset and dataset)
@@ -287,7 +287,7 @@ def bpd_caption(
     s = f"{v:.3g}" if not math.isfinite(v) or abs(v) >= 1e4 else f"{v:.2f}"
     return f"{prefix}{s} bpd"
 
-# %% ../nbs/04a_robustness.ipynb #9b105984
+# %% ../nbs/04a_robustness.ipynb #f6f09575
 def claim(
     text:str,          # the paper's claim, in one sentence
     section:str,       # where the paper makes it, e.g. '§5, Table 1'
@@ -309,7 +309,7 @@ def write_claims(
     df.to_csv(Path(out_dir)/f"{name}_claims.csv", index=False)
     return df
 
-# %% ../nbs/04a_robustness.ipynb #8a3ad0f9
+# %% ../nbs/04a_robustness.ipynb #db07ab6b
 def trio_figure_rows(
     sweeps:dict,        # from `robustness_table`
     noise:dict,         # from `noise_table`
@@ -372,7 +372,7 @@ def trio_claims(
               f"95th percentile on clean test images {f(clean_q95)}"),
     ]
 
-# %% ../nbs/04a_robustness.ipynb #64e2f756
+# %% ../nbs/04a_robustness.ipynb #2c32f2b9
 def trio_experiment(
     model_name:str,       # 'glow' or 'realnvp'
     dataset:str,          # training and test data
@@ -427,7 +427,7 @@ def save_results(
         p = out/f"{stem}.png"; fig.savefig(p, dpi=120, bbox_inches="tight"); paths.append(p)
     return paths
 
-# %% ../nbs/04a_robustness.ipynb #d84553aa
+# %% ../nbs/04a_robustness.ipynb #5f533c48
 def iteration_table(
     models:dict,          # label -> flow (or FlowRun)
     x:Tensor,             # clean test images
@@ -446,7 +446,7 @@ def iteration_table(
         sweeps.update({(label, int(m)): v for label, v in s.items()})
     return pd.concat(frames, ignore_index=True), sweeps
 
-# %% ../nbs/04a_robustness.ipynb #d4d291cf
+# %% ../nbs/04a_robustness.ipynb #0166d71d
 def cross_likelihood_table(
     generators:dict,       # label -> flow that samples
     judges:dict,           # label -> flow that evaluates
@@ -473,7 +473,7 @@ def cross_likelihood_table(
             kept[(gl, float(T))] = dict(x=s[:keep], bpd={k: v[:keep] for k, v in bpds.items()})
     return pd.DataFrame(rows), kept
 
-# %% ../nbs/04a_robustness.ipynb #7d0d589a
+# %% ../nbs/04a_robustness.ipynb #a6e31c06
 def dequantization_spread(
     model,                # image flow (or FlowRun)
     x:Tensor,             # 8-bit images (N,C,H,W), e.g. attacked test images
