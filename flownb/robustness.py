@@ -9,7 +9,7 @@ __all__ = ['TRIO_BUDGETS', 'run_root', 'config_key', 'NotEnoughImages', 'experim
            'trio_claims', 'trio_experiment', 'save_results', 'iteration_table', 'cross_likelihood_table',
            'dequantization_spread', 'mean_ci']
 
-# %% ../nbs/04a_robustness.ipynb #c4461ffd
+# %% ../nbs/04a_robustness.ipynb #79d19eca
 import os, json, time, hashlib, tempfile, math
 from pathlib import Path
 import numpy as np
@@ -22,7 +22,7 @@ from .models import build_model, model_config, bits_per_dim, count_parameters
 from .attacks import attack_sweep, uniform_noise, ood_attack
 from .train import train, plot_learning_curves
 
-# %% ../nbs/04a_robustness.ipynb #c01ed935
+# %% ../nbs/04a_robustness.ipynb #9d9d8f48
 def run_root(
     root:str|Path|None=None,  # explicit folder; None: `$FLOWNB_RUNS`, a temporary folder under nbdev_test, else <repo>/runs
 )->Path:                      # an existing folder for trained runs
@@ -35,7 +35,7 @@ def config_key(
     "Short SHA-256 of a configuration."
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-# %% ../nbs/04a_robustness.ipynb #80fa34a4
+# %% ../nbs/04a_robustness.ipynb #136f53cf
 class NotEnoughImages(ValueError):
     "A dataset holds fewer images on this machine than the experiment's preset needs."
 
@@ -57,7 +57,7 @@ def experiment_data(
     return dict(train=tr, test=x, dataset=dataset, image_size=tr.image_size, n_train=len(tr), n_test=len(x),
                 source=tr.source, note=tr.note or "", label=label)
 
-# %% ../nbs/04a_robustness.ipynb #4e22bf72
+# %% ../nbs/04a_robustness.ipynb #1f5043fe
 class FlowRun:
     "A trained flow and where it lives."
     def __init__(self, model, history, run_dir:Path, config:dict, seconds:float, reused:bool):
@@ -104,7 +104,7 @@ def trained_flow(
                 checkpoint_dir=folder, seed=seed, progress=progress)
     return FlowRun(model.eval(), run.history, folder, config, run.seconds, reused)
 
-# %% ../nbs/04a_robustness.ipynb #fef7e15d
+# %% ../nbs/04a_robustness.ipynb #4f391c8f
 TRIO_BUDGETS = {  # training and evaluation budgets of the trio experiments (Tables 1-2, Figs 1, 4-6, §8.5), per preset
     "smoke": dict(arch_preset="smoke", arch=None, image_size=None, n_train=2000, min_train=1,
                   clean_steps=40, robust_steps=10, batch_size=16, warmup_steps=10, robust_warmup_steps=2,
@@ -138,7 +138,7 @@ def eps_sweep(
     while p < eps: out.append(p); p *= 2
     return out + [eps]
 
-# %% ../nbs/04a_robustness.ipynb #f26d2c78
+# %% ../nbs/04a_robustness.ipynb #90d7963e
 def robustness_trio(
     model_name:str,        # 'glow' or 'realnvp'
     data:dict,             # from `experiment_data`
@@ -160,7 +160,7 @@ def robustness_trio(
                                  init_from=clean if budget["finetune"] else None, **common)
     return out
 
-# %% ../nbs/04a_robustness.ipynb #4eff1f89
+# %% ../nbs/04a_robustness.ipynb #863d9de3
 def _row(model, eps, bpd:Tensor, **extra)->dict:
     v = bpd.double()
     fin = torch.isfinite(v)
@@ -232,7 +232,7 @@ def ood_table(
         images[label] = dict(x=torch.stack(xs), bpd=torch.stack(bpds))
     return pd.DataFrame(rows), images
 
-# %% ../nbs/04a_robustness.ipynb #69aa479c
+# %% ../nbs/04a_robustness.ipynb #99e36990
 def beside_paper(
     ours:pd.DataFrame,     # long table with columns `index`, `model`, `bpd_mean`
     paper:dict,            # model label -> {index value: paper's bits/dim}
@@ -244,7 +244,8 @@ def beside_paper(
         try: return float(v)
         except (TypeError, ValueError): return str(v)
     labels = labels or {}
-    out = pd.DataFrame(index=sorted(ours[index].unique(), key=lambda v: (isinstance(key(v), str), key(v) if not isinstance(key(v), str) else 0, str(v))))
+    order = lambda v: (1, 0.0, key(v)) if isinstance(key(v), str) else (0, key(v), "")  # numbers ascending, then labels
+    out = pd.DataFrame(index=sorted(ours[index].unique(), key=order))
     out.index.name = index
     for model in ours.model.unique():
         title = labels.get(model, model)
@@ -254,7 +255,7 @@ def beside_paper(
         out[f"{title} (paper)"] = [ref.get(key(i), np.nan) for i in out.index]
     return out
 
-# %% ../nbs/04a_robustness.ipynb #01db13ac
+# %% ../nbs/04a_robustness.ipynb #dae2eb8a
 def image_grid(
     rows:dict,            # row title -> list of (image (C,H,W) in [0,1], caption)
     title:str="",         # figure title (say the preset and dataset)
@@ -287,7 +288,7 @@ def bpd_caption(
     s = f"{v:.3g}" if not math.isfinite(v) or abs(v) >= 1e4 else f"{v:.2f}"
     return f"{prefix}{s} bpd"
 
-# %% ../nbs/04a_robustness.ipynb #f6f09575
+# %% ../nbs/04a_robustness.ipynb #e5f25017
 def claim(
     text:str,          # the paper's claim, in one sentence
     section:str,       # where the paper makes it, e.g. '§5, Table 1'
@@ -309,7 +310,7 @@ def write_claims(
     df.to_csv(Path(out_dir)/f"{name}_claims.csv", index=False)
     return df
 
-# %% ../nbs/04a_robustness.ipynb #db07ab6b
+# %% ../nbs/04a_robustness.ipynb #ebecb983
 def trio_figure_rows(
     sweeps:dict,        # from `robustness_table`
     noise:dict,         # from `noise_table`
@@ -372,7 +373,7 @@ def trio_claims(
               f"95th percentile on clean test images {f(clean_q95)}"),
     ]
 
-# %% ../nbs/04a_robustness.ipynb #2c32f2b9
+# %% ../nbs/04a_robustness.ipynb #6fc7d2fb
 def trio_experiment(
     model_name:str,       # 'glow' or 'realnvp'
     dataset:str,          # training and test data
@@ -427,7 +428,7 @@ def save_results(
         p = out/f"{stem}.png"; fig.savefig(p, dpi=120, bbox_inches="tight"); paths.append(p)
     return paths
 
-# %% ../nbs/04a_robustness.ipynb #5f533c48
+# %% ../nbs/04a_robustness.ipynb #da34e68f
 def iteration_table(
     models:dict,          # label -> flow (or FlowRun)
     x:Tensor,             # clean test images
@@ -446,7 +447,7 @@ def iteration_table(
         sweeps.update({(label, int(m)): v for label, v in s.items()})
     return pd.concat(frames, ignore_index=True), sweeps
 
-# %% ../nbs/04a_robustness.ipynb #0166d71d
+# %% ../nbs/04a_robustness.ipynb #569e0096
 def cross_likelihood_table(
     generators:dict,       # label -> flow that samples
     judges:dict,           # label -> flow that evaluates
@@ -473,7 +474,7 @@ def cross_likelihood_table(
             kept[(gl, float(T))] = dict(x=s[:keep], bpd={k: v[:keep] for k, v in bpds.items()})
     return pd.DataFrame(rows), kept
 
-# %% ../nbs/04a_robustness.ipynb #a6e31c06
+# %% ../nbs/04a_robustness.ipynb #1d18dfae
 def dequantization_spread(
     model,                # image flow (or FlowRun)
     x:Tensor,             # 8-bit images (N,C,H,W), e.g. attacked test images
