@@ -9,7 +9,7 @@ __all__ = ['TRIO_BUDGETS', 'run_root', 'config_key', 'NotEnoughImages', 'experim
            'trio_claims', 'trio_experiment', 'save_results', 'iteration_table', 'cross_likelihood_table',
            'dequantization_spread', 'mean_ci']
 
-# %% ../nbs/04a_robustness.ipynb #79d19eca
+# %% ../nbs/04a_robustness.ipynb #50d7ba13
 import os, json, time, hashlib, tempfile, math
 from pathlib import Path
 import numpy as np
@@ -22,7 +22,7 @@ from .models import build_model, model_config, bits_per_dim, count_parameters
 from .attacks import attack_sweep, uniform_noise, ood_attack
 from .train import train, plot_learning_curves
 
-# %% ../nbs/04a_robustness.ipynb #9d9d8f48
+# %% ../nbs/04a_robustness.ipynb #d7ddd024
 def run_root(
     root:str|Path|None=None,  # explicit folder; None: `$FLOWNB_RUNS`, a temporary folder under nbdev_test, else <repo>/runs
 )->Path:                      # an existing folder for trained runs
@@ -35,7 +35,7 @@ def config_key(
     "Short SHA-256 of a configuration."
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-# %% ../nbs/04a_robustness.ipynb #136f53cf
+# %% ../nbs/04a_robustness.ipynb #40c0e160
 class NotEnoughImages(ValueError):
     "A dataset holds fewer images on this machine than the experiment's preset needs."
 
@@ -57,7 +57,7 @@ def experiment_data(
     return dict(train=tr, test=x, dataset=dataset, image_size=tr.image_size, n_train=len(tr), n_test=len(x),
                 source=tr.source, note=tr.note or "", label=label)
 
-# %% ../nbs/04a_robustness.ipynb #1f5043fe
+# %% ../nbs/04a_robustness.ipynb #7895a9f9
 class FlowRun:
     "A trained flow and where it lives."
     def __init__(self, model, history, run_dir:Path, config:dict, seconds:float, reused:bool):
@@ -104,7 +104,7 @@ def trained_flow(
                 checkpoint_dir=folder, seed=seed, progress=progress)
     return FlowRun(model.eval(), run.history, folder, config, run.seconds, reused)
 
-# %% ../nbs/04a_robustness.ipynb #4f391c8f
+# %% ../nbs/04a_robustness.ipynb #25f9d810
 TRIO_BUDGETS = {  # training and evaluation budgets of the trio experiments (Tables 1-2, Figs 1, 4-6, §8.5), per preset
     "smoke": dict(arch_preset="smoke", arch=None, image_size=None, n_train=2000, min_train=1,
                   clean_steps=40, robust_steps=10, batch_size=16, warmup_steps=10, robust_warmup_steps=2,
@@ -138,7 +138,7 @@ def eps_sweep(
     while p < eps: out.append(p); p *= 2
     return out + [eps]
 
-# %% ../nbs/04a_robustness.ipynb #90d7963e
+# %% ../nbs/04a_robustness.ipynb #c5e7515f
 def robustness_trio(
     model_name:str,        # 'glow' or 'realnvp'
     data:dict,             # from `experiment_data`
@@ -160,7 +160,7 @@ def robustness_trio(
                                  init_from=clean if budget["finetune"] else None, **common)
     return out
 
-# %% ../nbs/04a_robustness.ipynb #863d9de3
+# %% ../nbs/04a_robustness.ipynb #72e02bfb
 def _row(model, eps, bpd:Tensor, **extra)->dict:
     v = bpd.double()
     fin = torch.isfinite(v)
@@ -199,12 +199,12 @@ def noise_table(
     keep:int=8,             # noisy images kept per model and ε, for figures
 )->tuple:                   # (DataFrame like `robustness_table`'s, {label: {'x': (E,keep,C,H,W), 'bpd': (E,N)}})
     "Bits/dim of every model on the uniform-noise baseline at every ε."
+    noisy = [uniform_noise(x, e, generator=torch.Generator().manual_seed(seed)) for e in eps_list]  # the same for every model
     rows, images = [], {}
     for label, m in models.items():
         m = getattr(m, "model", m)
         xs, bpds = [], []
-        for e in eps_list:
-            xn = uniform_noise(x, e, generator=torch.Generator().manual_seed(seed))
+        for e, xn in zip(eps_list, noisy):
             ge = torch.Generator().manual_seed(seed + 1)
             with torch.no_grad():
                 bpd = torch.cat([bits_per_dim(m, xn[i:i + batch_size], generator=ge) for i in range(0, len(xn), batch_size)])
@@ -232,7 +232,7 @@ def ood_table(
         images[label] = dict(x=torch.stack(xs), bpd=torch.stack(bpds))
     return pd.DataFrame(rows), images
 
-# %% ../nbs/04a_robustness.ipynb #99e36990
+# %% ../nbs/04a_robustness.ipynb #07581fd4
 def beside_paper(
     ours:pd.DataFrame,     # long table with columns `index`, `model`, `bpd_mean`
     paper:dict,            # model label -> {index value: paper's bits/dim}
@@ -255,7 +255,7 @@ def beside_paper(
         out[f"{title} (paper)"] = [ref.get(key(i), np.nan) for i in out.index]
     return out
 
-# %% ../nbs/04a_robustness.ipynb #dae2eb8a
+# %% ../nbs/04a_robustness.ipynb #af701a78
 def image_grid(
     rows:dict,            # row title -> list of (image (C,H,W) in [0,1], caption)
     title:str="",         # figure title (say the preset and dataset)
@@ -288,7 +288,7 @@ def bpd_caption(
     s = f"{v:.3g}" if not math.isfinite(v) or abs(v) >= 1e4 else f"{v:.2f}"
     return f"{prefix}{s} bpd"
 
-# %% ../nbs/04a_robustness.ipynb #e5f25017
+# %% ../nbs/04a_robustness.ipynb #1f732856
 def claim(
     text:str,          # the paper's claim, in one sentence
     section:str,       # where the paper makes it, e.g. '§5, Table 1'
@@ -310,7 +310,7 @@ def write_claims(
     df.to_csv(Path(out_dir)/f"{name}_claims.csv", index=False)
     return df
 
-# %% ../nbs/04a_robustness.ipynb #ebecb983
+# %% ../nbs/04a_robustness.ipynb #bd854b26
 def trio_figure_rows(
     sweeps:dict,        # from `robustness_table`
     noise:dict,         # from `noise_table`
@@ -373,7 +373,7 @@ def trio_claims(
               f"95th percentile on clean test images {f(clean_q95)}"),
     ]
 
-# %% ../nbs/04a_robustness.ipynb #6fc7d2fb
+# %% ../nbs/04a_robustness.ipynb #1061f1e9
 def trio_experiment(
     model_name:str,       # 'glow' or 'realnvp'
     dataset:str,          # training and test data
@@ -428,7 +428,7 @@ def save_results(
         p = out/f"{stem}.png"; fig.savefig(p, dpi=120, bbox_inches="tight"); paths.append(p)
     return paths
 
-# %% ../nbs/04a_robustness.ipynb #da34e68f
+# %% ../nbs/04a_robustness.ipynb #04d1e455
 def iteration_table(
     models:dict,          # label -> flow (or FlowRun)
     x:Tensor,             # clean test images
@@ -447,7 +447,7 @@ def iteration_table(
         sweeps.update({(label, int(m)): v for label, v in s.items()})
     return pd.concat(frames, ignore_index=True), sweeps
 
-# %% ../nbs/04a_robustness.ipynb #569e0096
+# %% ../nbs/04a_robustness.ipynb #44c171bb
 def cross_likelihood_table(
     generators:dict,       # label -> flow that samples
     judges:dict,           # label -> flow that evaluates
@@ -474,7 +474,7 @@ def cross_likelihood_table(
             kept[(gl, float(T))] = dict(x=s[:keep], bpd={k: v[:keep] for k, v in bpds.items()})
     return pd.DataFrame(rows), kept
 
-# %% ../nbs/04a_robustness.ipynb #1d18dfae
+# %% ../nbs/04a_robustness.ipynb #e1b0cd82
 def dequantization_spread(
     model,                # image flow (or FlowRun)
     x:Tensor,             # 8-bit images (N,C,H,W), e.g. attacked test images
