@@ -4,14 +4,19 @@
     python benchmarks/bench.py --quick              # batch 16 only, fewer repeats
     python benchmarks/bench.py --only glow-h128     # one configuration
 
-Every time is the median over `--repeats` calls after a warm-up, in one process, on random 8-bit images
-of the CIFAR-10 shape (3×32×32, float32). Definitions, matching the reference figures of benchmarks/README.md:
-- train step: bits/dim with dequantization noise, backward, Adam step (model in training mode);
-- PGD step: the slope of `flownb.attacks.pgd`'s wall time between 1 and 1 + k steps (gradients w.r.t. the
-  input only; the library never computes parameter gradients in an attack);
+Every time is the median over `--repeats` rounds after a warm-up, in one process, on random 8-bit images
+of the CIFAR-10 shape (3×32×32, float32); the variants compared are called in turn within each round, so the
+machine's drift hits them alike. Definitions, matching the reference figures of benchmarks/README.md:
+- train step: bits/dim with dequantization noise, gradients, Adam step (model in training mode), as
+  `flownb.train` does it: the batch split over the CPU cores (`flownb.parallel.parameter_gradients`);
+- PGD step: the cost of one more step of `flownb.attacks.pgd` (1 against 1 + k steps, differenced within each
+  round; gradients w.r.t. the input only, the batch split over the cores; never parameter gradients);
 - forward: `bits_per_dim` without gradients (`torch.inference_mode`);
 - sweep: `attack_sweep` over ε ∈ {0, 1, 2, 4, 8} with 32 steps (all ε in one batch) against one `pgd` call
   per ε, in image-steps per second.
+Each is also timed for two baselines: the library in one pass (`cpu_workers(1)`, `.backward()`), and, for the
+GLOW configurations, a plain PyTorch GLOW of the same architecture (benchmarks/plain_glow.py), whose time
+relative to the reference figures shows how fast the machine is today.
 Prints a table and writes JSON (machine, threads, versions, every number) beside this script.
 """
 import argparse, json, os, platform, statistics, time
@@ -20,13 +25,16 @@ from pathlib import Path
 import torch
 
 from flownb.attacks import attack_sweep, pgd
-from flownb.models import Glow, RealNVP, bits_per_dim, build_model, count_parameters
+from flownb.models import Glow, RealNVP, bits_per_dim, bits_per_dim_given_noise, build_model, count_parameters
+from flownb.parallel import cpu_workers, parameter_gradients
+from plain_glow import PlainGlow, plain_bits_per_dim, plain_pgd_step
 
 REFERENCE_MS = {  # public PyTorch implementations on this 2-core CPU, batch 16, 2 threads (benchmarks/README.md)
     "glow-h128": dict(train=171, pgd=97, forward=44),
     "glow-h512": dict(train=749, pgd=478, forward=226),
     "realnvp-c64": dict(train=3474, pgd=2484, forward=1088),
 }
+PLAIN = {"glow-h128": dict(levels=3, depth=8, hidden=128), "glow-h512": dict(levels=3, depth=8, hidden=512)}  # same-run baselines
 TARGETS = dict(train={"glow-h128": 0.75, "glow-h512": 0.75, "realnvp-c64": 0.8}, pgd=0.7, sweep=1.3)
 
 def configurations()->dict:
@@ -43,15 +51,45 @@ def configurations()->dict:
 
 def median_ms(fn, repeats:int)->float:
     "Median wall time of fn() in milliseconds, after one warm-up call."
-    fn()
-    times = []
+    return alternated_median_ms({"": fn}, repeats)[""]
+
+def alternated_ms(fns:dict, repeats:int)->dict:
+    "name -> wall times (ms) of each function over `repeats` rounds; in each round every function is called in turn (after one warm-up round), so drift hits all alike."
+    for fn in fns.values(): fn()
+    times = {k: [] for k in fns}
     for _ in range(repeats):
-        t = time.perf_counter(); fn(); times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
+        for k, fn in fns.items():
+            t = time.perf_counter(); fn(); times[k].append(1e3 * (time.perf_counter() - t))
+    return times
+
+def alternated_median_ms(fns:dict, repeats:int)->dict:
+    "name -> median wall time (ms) of each function, called in turn (see `alternated_ms`)."
+    return {k: statistics.median(v) for k, v in alternated_ms(fns, repeats).items()}
+
+def paired_slope_ms(times:dict, short:str, long:str, extra_steps:int)->float:
+    "Median over rounds of (long - short) / extra_steps: the cost of one more step, differenced within each round."
+    return statistics.median((l - s) / extra_steps for s, l in zip(times[short], times[long]))
 
 def images(batch:int, seed:int=0)->torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (batch, 3, 32, 32), generator=g).float() / 255
+
+def plain_steps(arch:dict, x:torch.Tensor)->dict:
+    "Train step, PGD step and forward of the plain GLOW (benchmarks/plain_glow.py) of the same architecture, as functions."
+    torch.manual_seed(0)
+    model = PlainGlow(3, **arch)
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad(): model.log_prob(x)            # ActNorm initialisation
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    def train():
+        opt.zero_grad(set_to_none=True); plain_bits_per_dim(model, x, g).mean().backward(); opt.step()
+    def attack():
+        model.requires_grad_(False)
+        plain_pgd_step(model, x, x, 8 / 255, 2 / 255, g)
+        model.requires_grad_(True)
+    def forward():
+        with torch.inference_mode(): plain_bits_per_dim(model, x, g)
+    return dict(train=train, pgd=attack, forward=forward)
 
 def measure(name:str, build, batch:int, repeats:int, pgd_steps:int, sweep:bool)->dict:
     "Train step, PGD step and forward of one configuration at one batch size (and the sweep, if asked)."
@@ -59,34 +97,63 @@ def measure(name:str, build, batch:int, repeats:int, pgd_steps:int, sweep:bool)-
     model = build()
     x = images(batch)
     with torch.no_grad(): model.log_prob(x)            # data-dependent ActNorm initialisation
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    params = list(model.parameters())
+    opt = torch.optim.Adam(params, lr=1e-4)
     g = torch.Generator().manual_seed(1)
+    nll = lambda xc, uc: bits_per_dim_given_noise(model, xc, uc)
 
-    def train_step():
+    def train_step():              # what flownb.train does
         model.train(); opt.zero_grad(set_to_none=True)
-        bits_per_dim(model, x, generator=g).mean().backward(); opt.step()
+        parameter_gradients(nll, params, x, torch.rand(x.shape, generator=g), scale=1 / len(x), model=model); opt.step()
 
-    out = dict(config=name, batch=batch, parameters=count_parameters(model), train_ms=median_ms(train_step, repeats))
+    def train_step_one_pass():     # one pass over the batch, for-each Adam
+        model.train(); opt.zero_grad(set_to_none=True)
+        with cpu_workers(1): bits_per_dim(model, x, generator=g).mean().backward()
+        opt.step()
+
+    plain = plain_steps(PLAIN[name], x) if name in PLAIN else {}
+    t = alternated_median_ms({"split": train_step, "one_pass": train_step_one_pass,
+                              **({"plain": plain["train"]} if plain else {})}, repeats)
+    out = dict(config=name, batch=batch, parameters=count_parameters(model), workers=torch.get_num_threads(),
+               train_ms=t["split"], train_one_pass_ms=t["one_pass"], **({"train_plain_ms": t["plain"]} if plain else {}))
     model.eval()
-    short = median_ms(lambda: pgd(model, x, 8, steps=1), repeats)
-    long = median_ms(lambda: pgd(model, x, 8, steps=1 + pgd_steps), repeats)
-    out["pgd_step_ms"] = (long - short) / pgd_steps
+    def one_pass(fn):
+        def run():
+            with cpu_workers(1): fn()
+        return run
+    short, long = (lambda: pgd(model, x, 8, steps=1)), (lambda: pgd(model, x, 8, steps=1 + pgd_steps))
+    t = alternated_ms({"short": short, "long": long, "short1": one_pass(short), "long1": one_pass(long),
+                       **({"plain": plain["pgd"]} if plain else {})}, repeats)
+    out["pgd_step_ms"] = paired_slope_ms(t, "short", "long", pgd_steps)
+    out["pgd_step_one_pass_ms"] = paired_slope_ms(t, "short1", "long1", pgd_steps)
+    if plain: out["pgd_step_plain_ms"] = statistics.median(t["plain"])
 
     def forward():
         with torch.inference_mode(): bits_per_dim(model, x, generator=g)
-    out["forward_ms"] = median_ms(forward, repeats)
+    t = alternated_median_ms({"lib": forward, **({"plain": plain["forward"]} if plain else {})}, repeats)
+    out["forward_ms"] = t["lib"]
+    if plain:
+        out["forward_plain_ms"] = t["plain"]
+        out.update(train_vs_plain=out["train_ms"] / out["train_plain_ms"], pgd_vs_plain=out["pgd_step_ms"] / out["pgd_step_plain_ms"],
+                   forward_vs_plain=out["forward_ms"] / out["forward_plain_ms"])
+    out["train_speedup"] = out["train_one_pass_ms"] / out["train_ms"]
+    out["pgd_speedup"] = out["pgd_step_one_pass_ms"] / out["pgd_step_ms"]
     if sweep:
         eps = [0, 1, 2, 4, 8]
         steps = 32
-        t_batched = median_ms(lambda: attack_sweep(model, x, eps, steps, progress=False), max(1, repeats // 3))
-        t_seq = median_ms(lambda: [pgd(model, x, e, steps) for e in eps], max(1, repeats // 3))
+        t = alternated_median_ms({"batched": lambda: attack_sweep(model, x, eps, steps, progress=False),
+                                  "sequential": lambda: [pgd(model, x, e, steps) for e in eps]}, max(1, repeats // 3))
         n = len(eps) * batch * steps
-        out.update(sweep_batched_image_steps_per_s=n / (t_batched / 1e3), sweep_sequential_image_steps_per_s=n / (t_seq / 1e3))
+        out.update(sweep_batched_image_steps_per_s=n / (t["batched"] / 1e3), sweep_sequential_image_steps_per_s=n / (t["sequential"] / 1e3))
         out["sweep_speedup"] = out["sweep_batched_image_steps_per_s"] / out["sweep_sequential_image_steps_per_s"]
     ref = REFERENCE_MS.get(name)
     if ref and batch == 16:
         out.update(train_ratio=out["train_ms"] / ref["train"], pgd_ratio=out["pgd_step_ms"] / ref["pgd"],
                    forward_ratio=out["forward_ms"] / ref["forward"])
+        if plain:   # how this machine, today, compares with the one the reference figures come from
+            out.update(plain_train_vs_reference=out["train_plain_ms"] / ref["train"],
+                       plain_pgd_vs_reference=out["pgd_step_plain_ms"] / ref["pgd"],
+                       plain_forward_vs_reference=out["forward_plain_ms"] / ref["forward"])
     return out
 
 def main(argv=None):

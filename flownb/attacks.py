@@ -12,7 +12,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
-from .models import bits_per_dim, check_finite_float
+from .models import bits_per_dim, bits_per_dim_given_noise, check_finite_float, check_unit_interval
+from .parallel import input_gradient
 
 # %% ../nbs/03_attacks.ipynb #c442378b
 NORMS = ("linf", "l2")
@@ -110,18 +111,31 @@ def _radius_per_example(eps, x, pixel_scale):
     r = torch.as_tensor(eps, dtype=x.dtype, device=x.device)/pixel_scale
     return r.expand(len(x)).clone() if r.ndim == 0 else r
 
+def _objective_gradient(model, xa, images, generator, active=None):
+    "Gradient of the summed attack objective at xa (one noise draw), the batch split over CPU cores (`flownb.parallel`); zero outside `active`."
+    if images:
+        check_unit_interval(xa)
+        u = torch.rand(xa.shape, generator=generator, dtype=xa.dtype, device=xa.device)  # the whole batch's draw, as `bits_per_dim` draws it
+    rows = xa if active is None else xa[active]
+    if images: grad = input_gradient(lambda xc, uc: bits_per_dim_given_noise(model, xc, uc), rows, u if active is None else u[active], model=model)[1]
+    else: grad = input_gradient(lambda xc: -model.log_prob(xc), rows, model=model)[1]
+    if active is None: return grad
+    full = torch.zeros_like(xa); full[active] = grad
+    return full
+
 def _pgd_run(model, x, radius, steps, step_size, norm, sign, start, eot, clip, images, generator):
-    "One PGD run from x + start; returns the final (continuous) iterate."
+    "One PGD run from x + start; returns the final (continuous) iterate. Examples of radius 0 cannot move: no gradient is computed for them."
     delta = start
+    active = radius > 0
+    if not bool(active.any()): steps = 0
+    elif bool(active.all()): active = None
     for _ in range(steps):
         xa = x + delta
         if clip is not None: xa = xa.clamp(*clip)
-        xa = xa.detach().requires_grad_(True)
+        xa = xa.detach()
         grad = torch.zeros_like(xa)
-        for _ in range(eot):
-            loss = attack_objective(model, xa, images, True, generator).sum()
-            grad += torch.autograd.grad(loss, xa)[0]
-        delta = project(xa.detach() - x + sign*per_example(step_size, x)*ascent_direction(grad, norm), radius, norm)
+        for _ in range(eot): grad += _objective_gradient(model, xa, images, generator, active)
+        delta = project(xa - x + sign*per_example(step_size, x)*ascent_direction(grad, norm), radius, norm)
     xa = x + delta
     return (xa.clamp(*clip) if clip is not None else xa).detach()
 

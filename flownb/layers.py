@@ -222,7 +222,9 @@ class ActNormConv2d(nn.Module):
         self.norm = ActNormFeatures(out_channels)
 
     def forward(self, x:Tensor)->Tensor:
-        if not self.norm._ready: return self.norm(self.conv(x))   # first call: data-dependent initialisation
+        if not self.norm._ready:
+            if bool(self.norm.initialized): self.norm._ready = True   # loaded from a checkpoint: fused from the first call
+            else: return self.norm(self.conv(x))                      # first call: data-dependent initialisation
         s = torch.exp(self.norm.logs).view(-1)                     # (conv(x) + b) e^s = conv_{w e^s}(x) + b e^s
         return F.conv2d(x, self.conv.weight * s[:, None, None, None], self.norm.bias.view(-1) * s, padding=self.conv.padding)
 

@@ -24,6 +24,7 @@ from .experiment import resolve_preset
 from .layers import ActNorm
 from .models import build_model, bits_per_dim_given_noise
 from .attacks import pgd
+from .parallel import parameter_gradients
 
 # %% ../nbs/04_train.ipynb #baf06ce3
 MODES = ("clean", "adversarial", "hybrid")
@@ -407,9 +408,13 @@ class _Trainer:
             adv = adversarial_examples(self.model, x, self.cfg["eps"], self.cfg["attack_steps"], seeds, self.group)
             if any_process(not bool(torch.isfinite(adv).all()), self.device): return None, "non-finite adversarial examples", adv
         examples = x if mode == "clean" else adv if mode == "adversarial" else torch.cat([x, adv])
-        per_image = self.net(examples, u.reshape(-1, *self.source.shape))
+        u = u.reshape(-1, *self.source.shape)
         self.optimizer.zero_grad(set_to_none=True)
-        per_image.mean().backward()
+        if self.world == 1:   # the batch split over CPU cores (flownb.parallel); one pass elsewhere
+            per_image = parameter_gradients(self.loss_module, self.model.parameters(), examples, u, scale=1 / len(examples), model=self.model)
+        else:
+            per_image = self.net(examples, u)
+            per_image.mean().backward()
         means = all_reduce_sum(per_image.detach().double().reshape(self.parts, self.b).sum(1)) / self.cfg["batch_size"]
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["max_grad_norm"] or math.inf)
         finite_loss = bool(torch.isfinite(means).all())
