@@ -8,13 +8,14 @@ Every time is the median over `--repeats` rounds after a warm-up, in one process
 of the CIFAR-10 shape (3×32×32, float32); the variants compared are called in turn within each round, so the
 machine's drift hits them alike. Definitions, matching the reference figures of benchmarks/README.md:
 - train step: bits/dim with dequantization noise, gradients, Adam step (model in training mode), as
-  `flownb.train` does it: the batch split over the CPU cores (`flownb.parallel.parameter_gradients`);
+  `flownb.train` does it: the batch split over the CPU cores (`flownb.parallel.parameter_gradients`) and
+  the fused Adam (`flownb.train.adam`);
 - PGD step: the cost of one more step of `flownb.attacks.pgd` (1 against 1 + k steps, differenced within each
   round; gradients w.r.t. the input only, the batch split over the cores; never parameter gradients);
 - forward: `bits_per_dim` without gradients (`torch.inference_mode`);
 - sweep: `attack_sweep` over ε ∈ {0, 1, 2, 4, 8} with 32 steps (all ε in one batch) against one `pgd` call
   per ε, in image-steps per second.
-Each is also timed for two baselines: the library in one pass (`cpu_workers(1)`, `.backward()`), and, for the
+Each is also timed for two baselines: the library in one pass (`cpu_workers(1)`, `.backward()`, for-each Adam), and, for the
 GLOW configurations, a plain PyTorch GLOW of the same architecture (benchmarks/plain_glow.py), whose time
 relative to the reference figures shows how fast the machine is today.
 Prints a table and writes JSON (machine, threads, versions, every number) beside this script.
@@ -27,6 +28,7 @@ import torch
 from flownb.attacks import attack_sweep, pgd
 from flownb.models import Glow, RealNVP, bits_per_dim, bits_per_dim_given_noise, build_model, count_parameters
 from flownb.parallel import cpu_workers, parameter_gradients
+from flownb.train import adam
 from plain_glow import PlainGlow, plain_bits_per_dim, plain_pgd_step
 
 REFERENCE_MS = {  # public PyTorch implementations on this 2-core CPU, batch 16, 2 threads (benchmarks/README.md)
@@ -98,7 +100,7 @@ def measure(name:str, build, batch:int, repeats:int, pgd_steps:int, sweep:bool)-
     x = images(batch)
     with torch.no_grad(): model.log_prob(x)            # data-dependent ActNorm initialisation
     params = list(model.parameters())
-    opt = torch.optim.Adam(params, lr=1e-4)
+    opt, opt_loop = adam(params, lr=1e-4), torch.optim.Adam(params, lr=1e-4)
     g = torch.Generator().manual_seed(1)
     nll = lambda xc, uc: bits_per_dim_given_noise(model, xc, uc)
 
@@ -107,9 +109,9 @@ def measure(name:str, build, batch:int, repeats:int, pgd_steps:int, sweep:bool)-
         parameter_gradients(nll, params, x, torch.rand(x.shape, generator=g), scale=1 / len(x), model=model); opt.step()
 
     def train_step_one_pass():     # one pass over the batch, for-each Adam
-        model.train(); opt.zero_grad(set_to_none=True)
+        model.train(); opt_loop.zero_grad(set_to_none=True)
         with cpu_workers(1): bits_per_dim(model, x, generator=g).mean().backward()
-        opt.step()
+        opt_loop.step()
 
     plain = plain_steps(PLAIN[name], x) if name in PLAIN else {}
     t = alternated_median_ms({"split": train_step, "one_pass": train_step_one_pass,

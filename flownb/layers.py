@@ -111,23 +111,11 @@ class ActNorm(nn.Module):
         return y * torch.exp(-self.logs) - self.bias
 
 # %% ../nbs/02a_layers.ipynb #7e3fbf49
-class _CacheWhenFrozen:
-    "Memoise functions of a module's own parameters while no gradient can reach them."
-    def _cached(self, name:str, fn):
-        params = list(self.parameters(recurse=False))
-        if torch.is_grad_enabled() and any(p.requires_grad for p in params): return fn()
-        key = (torch.is_inference_mode_enabled(), *((p.data_ptr(), p._version, p.dtype, p.device) for p in params))
-        cache = self.__dict__.setdefault("_frozen_cache", {})
-        hit = cache.get(name)
-        if hit is None or hit[0] != key:
-            with torch.no_grad(): hit = cache[name] = (key, fn())
-        return hit[1]
-
 def _random_rotation(channels:int)->Tensor:
     return torch.linalg.qr(torch.randn(channels, channels))[0]
 
 # %% ../nbs/02a_layers.ipynb #76555b30
-class InvConv1x1(_CacheWhenFrozen, nn.Module):
+class InvConv1x1(nn.Module):
     "Invertible 1×1 convolution `y = W x` per pixel, W a learned C×C matrix initialised to a random rotation."
     def __init__(self,
                  channels:int,  # number of channels C
@@ -136,16 +124,16 @@ class InvConv1x1(_CacheWhenFrozen, nn.Module):
         self.weight = nn.Parameter(_random_rotation(channels))
 
     def forward(self, x:Tensor)->tuple:
-        logabsdet = self._cached("logabsdet", lambda: torch.linalg.slogdet(self.weight)[1])
+        logabsdet = torch.linalg.slogdet(self.weight)[1]
         logdet = (x.shape[2] * x.shape[3]) * logabsdet
         return F.conv2d(x, self.weight[:, :, None, None]), logdet.expand(x.shape[0])
 
     def inverse(self, y:Tensor)->Tensor:
-        w_inv = self._cached("inverse", lambda: torch.linalg.inv(self.weight))
+        w_inv = torch.linalg.inv(self.weight)
         return F.conv2d(y, w_inv[:, :, None, None])
 
 # %% ../nbs/02a_layers.ipynb #1788b9dd
-class InvConv1x1LU(_CacheWhenFrozen, nn.Module):
+class InvConv1x1LU(nn.Module):
     "Invertible 1×1 convolution with LU-decomposed weight `W = P L (U + diag(sign * exp(log_s)))`."
     def __init__(self,
                  channels:int,  # number of channels C
@@ -177,15 +165,15 @@ class InvConv1x1LU(_CacheWhenFrozen, nn.Module):
 
     @property
     def weight(self)->Tensor:
-        "The C×C matrix W (cached while the parameters cannot receive gradients)."
-        return self._cached("weight", self._weight)
+        "The C×C matrix W, rebuilt from the parameters on every use."
+        return self._weight()
 
     def forward(self, x:Tensor)->tuple:
         logdet = (x.shape[2] * x.shape[3]) * self.log_s.sum()
         return F.conv2d(x, self.weight[:, :, None, None]), logdet.expand(x.shape[0])
 
     def inverse(self, y:Tensor)->Tensor:
-        w_inv = self._cached("inverse", self._inverse_weight)
+        w_inv = self._inverse_weight()
         return F.conv2d(y, w_inv[:, :, None, None])
 
 # %% ../nbs/02a_layers.ipynb #3b70b213
