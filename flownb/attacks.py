@@ -113,12 +113,12 @@ def _radius_per_example(eps, x, pixel_scale):
 
 def _objective_gradient(model, xa, images, generator, active=None):
     "Gradient of the summed attack objective at xa (one noise draw), the batch split over CPU cores (`flownb.parallel`); zero outside `active`."
+    rows = slice(None) if active is None else active
     if images:
         check_unit_interval(xa)
         u = torch.rand(xa.shape, generator=generator, dtype=xa.dtype, device=xa.device)  # the whole batch's draw, as `bits_per_dim` draws it
-    rows = xa if active is None else xa[active]
-    if images: grad = input_gradient(lambda xc, uc: bits_per_dim_given_noise(model, xc, uc), rows, u if active is None else u[active], model=model)[1]
-    else: grad = input_gradient(lambda xc: -model.log_prob(xc), rows, model=model)[1]
+        grad = input_gradient(lambda xc, uc: bits_per_dim_given_noise(model, xc, uc), xa[rows], u[rows], model=model)[1]
+    else: grad = input_gradient(lambda xc: -model.log_prob(xc), xa[rows], model=model)[1]
     if active is None: return grad
     full = torch.zeros_like(xa); full[active] = grad
     return full

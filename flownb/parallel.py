@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['cpu_workers', 'worker_count', 'map_chunks', 'input_gradient', 'parameter_gradients']
 
-# %% ../nbs/02b_parallel.ipynb #ad2c5ea2
+# %% ../nbs/02b_parallel.ipynb #5d905bd2
 import os, threading
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +13,7 @@ import torch
 from torch import nn, Tensor
 from .layers import ActNorm
 
-# %% ../nbs/02b_parallel.ipynb #f2e4c0a7
+# %% ../nbs/02b_parallel.ipynb #c472681d
 _forced_workers = None        # set by `cpu_workers`; None: one worker per intra-op thread
 _thread = threading.local()   # `in_worker` is True in the pool's threads
 _pool_lock = threading.Lock()
@@ -43,7 +43,7 @@ def worker_count(
     n = _forced_workers if _forced_workers is not None else torch.get_num_threads()
     return max(1, min(n, len(x)))
 
-# %% ../nbs/02b_parallel.ipynb #174974df
+# %% ../nbs/02b_parallel.ipynb #5d065f16
 def _init_worker():
     torch.set_num_threads(1)
     _thread.in_worker = True
@@ -70,7 +70,7 @@ def map_chunks(
         with torch.inference_mode(inference), torch.set_grad_enabled(grad): return fn(*chunk)
     return list(_executor(workers).map(run, *(t.chunk(workers) for t in tensors)))
 
-# %% ../nbs/02b_parallel.ipynb #a5be24da
+# %% ../nbs/02b_parallel.ipynb #00b43deb
 def input_gradient(
     fn,              # per-example objective: fn(x_chunk, *extra_chunks) -> shape (b,)
     x:Tensor,        # points, shape (B, ...); not modified
@@ -85,7 +85,7 @@ def input_gradient(
     with torch.enable_grad(): out = map_chunks(one, x, *extra, workers=worker_count(x, model))
     return torch.cat([v for v, _ in out]), torch.cat([g for _, g in out])
 
-# %% ../nbs/02b_parallel.ipynb #c8d4b961
+# %% ../nbs/02b_parallel.ipynb #d47cc9bf
 def parameter_gradients(
     fn,                # per-example loss: fn(*chunks) -> shape (b,)
     params,            # parameters to differentiate (those without requires_grad are skipped)
@@ -95,6 +95,7 @@ def parameter_gradients(
 )->Tensor:             # per-example losses, detached, shape (B,)
     "Add the gradient of `scale * fn(*tensors).sum()` to each parameter's `.grad`, chunks of the batch in parallel, summed in chunk order."
     params = [p for p in params if p.requires_grad]
+    if not params: raise ValueError("parameter_gradients: no parameter requires a gradient")
     def one(*chunk):
         v = fn(*chunk)
         return v.detach(), torch.autograd.grad(v.sum() * scale, params, allow_unused=True)
