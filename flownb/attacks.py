@@ -85,8 +85,10 @@ def attack_objective(
     images:bool,      # True: bits/dim of 8-bit images with dequantization noise; False: NLL in nats
     dequantize=True,  # images only: draw the dequantization noise (False: bin centres, deterministic)
     generator=None,   # torch.Generator for the noise
+    noise=None,       # images only: dequantization offsets already drawn, shape of x (then x is not checked)
 )->Tensor:            # per-example NLL, shape (B,)
     "The NLL the attacks move: bits/dim for images, nats for unbounded vectors."
+    if images and noise is not None: return bits_per_dim_given_noise(model, x, noise)
     if images: return bits_per_dim(model, x, dequantize=dequantize, generator=generator)
     return -model.log_prob(x)
 
@@ -113,12 +115,12 @@ def _radius_per_example(eps, x, pixel_scale):
 
 def _objective_gradient(model, xa, images, generator, active=None):
     "Gradient of the summed attack objective at xa (one noise draw), the batch split over CPU cores (`flownb.parallel`); zero outside `active`."
-    rows = slice(None) if active is None else active
+    rows, noise = (slice(None) if active is None else active), ()
     if images:
-        check_unit_interval(xa)
-        u = torch.rand(xa.shape, generator=generator, dtype=xa.dtype, device=xa.device)  # the whole batch's draw, as `bits_per_dim` draws it
-        grad = input_gradient(lambda xc, uc: bits_per_dim_given_noise(model, xc, uc), xa[rows], u[rows], model=model)[1]
-    else: grad = input_gradient(lambda xc: -model.log_prob(xc), xa[rows], model=model)[1]
+        check_unit_interval(xa)   # once for the batch; the noise is the whole batch's draw, as `bits_per_dim` draws it
+        noise = (torch.rand(xa.shape, generator=generator, dtype=xa.dtype, device=xa.device)[rows],)
+    objective = lambda xc, *u: attack_objective(model, xc, images, noise=u[0] if u else None)
+    grad = input_gradient(objective, xa[rows], *noise, model=model)[1]
     if active is None: return grad
     full = torch.zeros_like(xa); full[active] = grad
     return full
