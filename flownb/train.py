@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['MODES', 'TRAIN_PRESETS', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'CHECKPOINT_KEYS', 'LOG_COLUMNS', 'RESUME_KEYS',
-           'train_defaults', 'warmup_factor', 'derived_seed', 'stream', 'EpochSampler', 'ImageSource', 'actnorm_layers',
-           'initialize_actnorm', 'PerImageBitsPerDim', 'adversarial_examples', 'CheckpointError', 'save_checkpoint',
-           'load_checkpoint', 'global_rng_state', 'set_global_rng_state', 'NonFiniteTrainingError', 'save_bad_batch',
-           'process_rank', 'all_reduce_sum', 'any_process', 'init_distributed', 'TrainRun', 'adam', 'train',
-           'plot_learning_curves', 'parse_args', 'main']
+           'ATTACK_KEYS', 'train_defaults', 'warmup_factor', 'derived_seed', 'stream', 'EpochSampler', 'ImageSource',
+           'actnorm_layers', 'initialize_actnorm', 'PerImageBitsPerDim', 'adversarial_examples', 'CheckpointError',
+           'save_checkpoint', 'load_checkpoint', 'global_rng_state', 'set_global_rng_state', 'NonFiniteTrainingError',
+           'save_bad_batch', 'process_rank', 'all_reduce_sum', 'any_process', 'init_distributed', 'TrainRun', 'adam',
+           'train', 'plot_learning_curves', 'parse_args', 'main']
 
 # %% ../nbs/04_train.ipynb #d18aaf7e
 import os, json, math, time, random, hashlib, tempfile, argparse
@@ -25,6 +25,7 @@ from .layers import ActNorm
 from .models import build_model, bits_per_dim_given_noise
 from .attacks import pgd
 from .parallel import parameter_gradients
+from .devices import resolve_device, to_device
 
 # %% ../nbs/04_train.ipynb #baf06ce3
 MODES = ("clean", "adversarial", "hybrid")
@@ -262,10 +263,12 @@ def any_process(flag:bool, device)->bool:
     "True if `flag` is true in any process."
     return bool(all_reduce_sum(torch.tensor([float(flag)], device=device)).item() > 0)
 
-def init_distributed()->tuple:
+def init_distributed(
+    device="auto",  # 'auto': CUDA when visible; 'cpu' keeps a CUDA machine's processes on the CPU (gloo)
+)->tuple:
     "Join the process group torchrun describes (NCCL on GPUs, gloo on CPUs); returns (rank, world size, device)."
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available()
+    cuda = resolve_device(device).type == "cuda"
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if cuda: torch.cuda.set_device(local)
     device = torch.device("cuda", local) if cuda else torch.device("cpu")
@@ -326,7 +329,7 @@ def _mean_bits_per_dim(model, images:Tensor, seed:int, batch_size:int=500)->floa
         for lo in range(0, len(images), batch_size):
             xb = images[lo:lo + batch_size]
             u = torch.rand(xb.shape, generator=g, dtype=xb.dtype)
-            total += float(PerImageBitsPerDim(model)(xb.to(device), u.to(device)).double().sum())
+            total += float(PerImageBitsPerDim(model)(to_device(xb, device), to_device(u, device)).double().sum())
     model.train(was_training)
     return total / len(images)
 
@@ -350,6 +353,7 @@ def adam(
 
 # %% ../nbs/04_train.ipynb #2e3db6c9
 RESUME_KEYS = ("mode", "eps", "attack_steps", "batch_size", "lr", "warmup_steps", "max_grad_norm", "seed", "attack_group")  # must match to resume
+ATTACK_KEYS = ("eps", "attack_steps", "attack_group")  # of those, the ones clean training never uses
 
 class _Trainer:
     "The state of one training run and its step; `train` is the public entry point."
@@ -382,7 +386,8 @@ class _Trainer:
                     history=list(self.history), config=dict(self.cfg))
 
     def load_state_dict(self, ck:dict, path):
-        differ = {k: (ck["config"].get(k), self.cfg[k]) for k in RESUME_KEYS if ck["config"].get(k) != self.cfg[k]}
+        keys = RESUME_KEYS if self.cfg["mode"] != "clean" else [k for k in RESUME_KEYS if k not in ATTACK_KEYS]  # unused when clean
+        differ = {k: (ck["config"].get(k), self.cfg[k]) for k in keys if ck["config"].get(k) != self.cfg[k]}
         if differ: raise CheckpointError(f"{path} comes from a run with other settings (checkpoint, now): {differ}")
         if ck["step"] > self.cfg["steps"]: raise ValueError(f"{path} is at step {ck['step']}, beyond steps={self.cfg['steps']}")
         try: self.model.load_state_dict(ck["model"])
@@ -400,10 +405,10 @@ class _Trainer:
         "This process's clean images, noise (parts, b, ...) and attack seeds of a step; the draws are global."
         B, b, r = self.cfg["batch_size"], self.b, self.rank
         idx = self.sampler.indices(step)
-        x = self.source[idx[r * b:(r + 1) * b]].to(self.device)
+        x = to_device(self.source[idx[r * b:(r + 1) * b]], self.device)
         if bool(((x < 0) | (x > 1)).any()):   # NaN compares false: non-finite images are the step guard's business
             raise ValueError(f"training images of step {step} have values outside [0, 1]: scale images to pixel / 255")
-        u = torch.rand((self.parts, B, *self.source.shape), generator=self.noise)[:, r * b:(r + 1) * b].to(self.device)
+        u = to_device(torch.rand((self.parts, B, *self.source.shape), generator=self.noise)[:, r * b:(r + 1) * b], self.device)
         seeds = None
         if self.cfg["mode"] != "clean":
             seeds = torch.randint(0, 2**62, (B // self.group,), generator=self.attack)
@@ -499,8 +504,10 @@ def train(
     max_bad_steps:int=5,        # stop after this many consecutive skipped (non-finite) steps
     preset:str="auto",          # preset of the defaults above: 'smoke', 'cpu', 'paper' or 'auto'
     progress:bool=True,         # show a tqdm bar with live training bits/dim (rank 0)
+    device=None,                # where to train: None keeps the model where it is; else it is moved there first
 )->TrainRun:
     "Train `model` in place by Adam on the clean, adversarial or hybrid objective; checkpointed, resumable bit for bit, multi-process under torchrun."
+    if device is not None: model.to(resolve_device(device))
     rank, world = process_rank()
     cfg = _train_config(preset, world, mode=mode, eps=eps, attack_steps=attack_steps, steps=steps, batch_size=batch_size, lr=lr,
                         warmup_steps=warmup_steps, max_grad_norm=max_grad_norm, eval_every=eval_every,
