@@ -163,6 +163,19 @@ def switch_quality(trained:Path, device, switches:list)->list:
     model = model.to(device).eval()
     x = torch.load(trained/"test_images.pt").float() / 255
     rows = []
+    if device.type == "cuda":   # the same flow, images, noise and attack generator (a CPU one) on the CPU and on the GPU
+        u = torch.rand(x.shape, generator=torch.Generator().manual_seed(0))
+        cpu_model = copy.deepcopy(model).cpu()
+        with torch.no_grad():
+            b_cpu = bits_per_dim_given_noise(cpu_model, x, u).double()
+            b_gpu = bits_per_dim_given_noise(model, x.to(device), u.to(device)).double().cpu()
+        a_cpu = pgd(cpu_model, x, 8, 10, generator=torch.Generator().manual_seed(1), quantize=True)
+        a_gpu = pgd(model, x.to(device), 8, 10, generator=torch.Generator().manual_seed(1), quantize=True).cpu()
+        with torch.no_grad(): ab_cpu, ab_gpu = (bits_per_dim_given_noise(cpu_model, a, u).double() for a in (a_cpu, a_gpu))
+        rows.append(dict(options="cuda vs cpu (float32)", model=config["model"], n=len(x),
+                         clean_bpd_abs_diff=float((b_gpu - b_cpu).abs().max()), clean_bpd_ref=float(b_cpu.mean()),
+                         attacked_pixels_differing=float((a_cpu != a_gpu).float().mean()),
+                         attacked_bpd_cpu=float(ab_cpu.mean()), attacked_bpd_cuda_images=float(ab_gpu.mean())))
     for s in switches:
         if s == "cuda_graphs" and device.type != "cuda": continue
         try: rows.append(dict(compare_to_float32(model, x, SpeedOptions.parse(s), eps=8, attack_steps=10), model=config["model"]))
@@ -207,6 +220,10 @@ def main(argv=None):
         report["errors"].append(dict(model="end_to_end", switch="", trace=traceback.format_exc()[-2000:]))
     failed |= not report["end_to_end"]["ok"]
     print(f"end to end: {report['end_to_end']}", flush=True)
+    if args.trained:
+        report["quality"] = switch_quality(Path(args.trained), device, [s for s in SWITCHES if s != "compile"])   # compile: CPU figures
+        for r in report["quality"]: print("  quality", r, flush=True)
+        write(report, out)
     for key in keys:
         name, dataset, size, batch = MODELS[key]
         batch = 4 if dry else batch
@@ -236,9 +253,6 @@ def main(argv=None):
             print(f"  {key} {s:14s} " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()), flush=True)
             if device.type == "cuda": torch.cuda.empty_cache()
         write(report, out)   # what is measured so far survives a cut-off run
-    if args.trained and time.time() - t0 < args.budget_minutes * 60 * 0.9:
-        report["quality"] = switch_quality(Path(args.trained), device, SWITCHES)
-        for r in report["quality"]: print("  quality", r, flush=True)
     per_image = {k: dict(train=v["float32"]["train_ms_per_image"], pgd=v["float32"]["pgd_ms_per_image"],
                          forward=v["float32"]["forward_ms_per_image"])
                  for k, v in report["timings"].items() if "train_ms" in v.get("float32", {})}

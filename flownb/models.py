@@ -295,12 +295,13 @@ ARCHITECTURES = {
                   "lsun_bedroom": dict(scales=5, hidden=32, blocks=4)},
     },
 }
+for _arch in ARCHITECTURES.values(): _arch["gpu"] = _arch["paper"]   # the gpu preset: the paper's architectures, shorter budgets
 MODELS = {"glow": Glow, "realnvp": RealNVP}
 
 def model_config(
     model:str,             # 'glow' or 'realnvp'
     dataset:str,           # 'digits', 'mnist', 'cifar10', 'celeba' or 'lsun_bedroom'
-    preset:str="auto",     # 'smoke', 'cpu', 'paper' or 'auto'
+    preset:str="auto",     # 'smoke', 'cpu', 'gpu', 'paper' or 'auto'
 )->dict:                   # constructor arguments of the model class
     "The architecture of `model` for `dataset` at `preset`, as keyword arguments of `Glow` or `RealNVP`."
     if model not in ARCHITECTURES: raise ValueError(f"unknown model {model!r}: use one of {sorted(ARCHITECTURES)}")
@@ -311,7 +312,7 @@ def model_config(
 def build_model(
     model:str,          # 'glow' or 'realnvp'
     dataset:str,        # dataset name (see `DATASET_SHAPES`)
-    preset:str="auto",  # 'smoke', 'cpu', 'paper' or 'auto'
+    preset:str="auto",  # 'smoke', 'cpu', 'gpu', 'paper' or 'auto'
     **overrides,        # constructor arguments to change, e.g. depth=4
 )->ImageFlow:           # a freshly initialised model (float32)
     "A new `Glow` or `RealNVP` with the preset architecture for `dataset`."

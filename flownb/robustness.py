@@ -207,24 +207,30 @@ TRIO_BUDGETS = {  # training and evaluation budgets of the trio experiments (Tab
     "cpu": dict(arch_preset="cpu", arch=dict(levels=3, depth=4, hidden=32), image_size=32, n_train=None, min_train=1000,
                 clean_steps=3000, robust_steps=600, batch_size=32, warmup_steps=200, robust_warmup_steps=50,
                 train_attack_steps=10, finetune=True, attack_steps=32, n_test=256, ood_n=16, ood_steps=100),
+    "gpu": dict(arch_preset="gpu", arch=None, image_size=None, n_train=None, min_train=1000,
+                clean_steps=20_000, robust_steps=2_000, batch_size=64, warmup_steps=1_000, robust_warmup_steps=100,
+                train_attack_steps=10, finetune=True, attack_steps=32, n_test=1_000, ood_n=64, ood_steps=100),
     "paper": dict(arch_preset="paper", arch=None, image_size=None, n_train=None, min_train=1000,
                   clean_steps=100_000, robust_steps=100_000, batch_size=64, warmup_steps=7_800, robust_warmup_steps=7_800,
                   train_attack_steps=10, finetune=False, attack_steps=32, n_test=10_000, ood_n=64, ood_steps=100),
 }
 
 TABLE2_EVAL = dict(  # the evaluation of Table 2 per preset (its training budgets: TRIO_BUDGETS)
-    smoke=dict(attack_steps=4, n_test=6), cpu=dict(attack_steps=40, n_test=128), paper=dict(attack_steps=40, n_test=1200))
+    smoke=dict(attack_steps=4, n_test=6), cpu=dict(attack_steps=40, n_test=128), gpu=dict(attack_steps=40, n_test=400),
+    paper=dict(attack_steps=40, n_test=1200))
 
 REALNVP_BUDGETS = dict(  # Table 3: RealNVP training and evaluation per preset (architectures: flownb.models.ARCHITECTURES)
     smoke=dict(arch_preset="smoke", image_size=None, n_train=500, min_train=1, steps=30, batch_size=16, warmup_steps=5, n_test=8),
     cpu=dict(arch_preset="cpu", image_size=32, n_train=None, min_train=1000, steps=2000, batch_size=32, warmup_steps=100,
              n_test=256),
+    gpu=dict(arch_preset="gpu", image_size=64, n_train=None, min_train=1000, steps=20_000, batch_size=64, warmup_steps=1000,
+             n_test=1_000),
     paper=dict(arch_preset="paper", image_size=64, n_train=None, min_train=1000, steps=100_000, batch_size=64,
                warmup_steps=1000, n_test=10_000),
 )
 
 def trio_budget(
-    preset:str,        # 'smoke', 'cpu', 'paper' or 'auto'
+    preset:str,        # 'smoke', 'cpu', 'gpu', 'paper' or 'auto'
     **overrides,       # entries to change; None values keep the preset's
 )->dict:               # a copy of `TRIO_BUDGETS[preset]` with the overrides applied
     "The budget of a trio experiment at a preset, with the notebook's explicit parameters on top."

@@ -33,11 +33,12 @@ MODES = ("clean", "adversarial", "hybrid")
 TRAIN_PRESETS = {  # steps: batches drawn; batch_size: clean images per global batch; every: in steps
     "smoke": dict(steps=60, batch_size=64, eval_every=20, checkpoint_every=20, warmup_steps=10),
     "cpu": dict(steps=3000, batch_size=64, eval_every=100, checkpoint_every=250, warmup_steps=200),
+    "gpu": dict(steps=20_000, batch_size=64, eval_every=1000, checkpoint_every=1000, warmup_steps=1_000),
     "paper": dict(steps=100_000, batch_size=64, eval_every=1000, checkpoint_every=1000, warmup_steps=7_800),
 }
 
 def train_defaults(
-    preset:str="auto",  # 'smoke', 'cpu', 'paper' or 'auto'
+    preset:str="auto",  # 'smoke', 'cpu', 'gpu', 'paper' or 'auto'
 )->dict:                # steps, batch_size, eval_every, checkpoint_every, warmup_steps
     "The training budget of a preset."
     return dict(TRAIN_PRESETS[resolve_preset(preset)])
@@ -502,7 +503,7 @@ def train(
     seed:int=0,                 # seed of every random stream of the run
     attack_group:int|None=None, # examples per PGD call with its own generator; None: a process's share B/N
     max_bad_steps:int=5,        # stop after this many consecutive skipped (non-finite) steps
-    preset:str="auto",          # preset of the defaults above: 'smoke', 'cpu', 'paper' or 'auto'
+    preset:str="auto",          # preset of the defaults above: 'smoke', 'cpu', 'gpu', 'paper' or 'auto'
     progress:bool=True,         # show a tqdm bar with live training bits/dim (rank 0)
     device=None,                # where to train: None keeps the model where it is; else it is moved there first
 )->TrainRun:
@@ -563,7 +564,7 @@ def parse_args(argv=None)->argparse.Namespace:
     p.add_argument("--eps", type=float, default=8, help="PGD l-inf radius in pixel units (8 = 8/255)")
     p.add_argument("--attack-steps", type=int, default=10, help="PGD iterations")
     p.add_argument("--attack-group", type=int, default=None, help="examples per PGD call (default: per-process batch)")
-    p.add_argument("--preset", default="auto", choices=["auto", "smoke", "cpu", "paper"])
+    p.add_argument("--preset", default="auto", choices=["auto", "smoke", "cpu", "gpu", "paper"])
     p.add_argument("--steps", type=int, default=None, help="total batches (default: preset)")
     p.add_argument("--batch-size", type=int, default=None, help="clean images per global batch (default: preset)")
     p.add_argument("--lr", type=float, default=1e-3)
