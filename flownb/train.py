@@ -25,7 +25,7 @@ from .layers import ActNorm
 from .models import build_model, bits_per_dim_given_noise
 from .attacks import pgd
 from .parallel import parameter_gradients
-from .devices import resolve_device, to_device
+from .devices import resolve_device, to_device, set_tf32
 
 # %% ../nbs/04_train.ipynb #baf06ce3
 MODES = ("clean", "adversarial", "hybrid")
@@ -33,7 +33,7 @@ MODES = ("clean", "adversarial", "hybrid")
 TRAIN_PRESETS = {  # steps: batches drawn; batch_size: clean images per global batch; every: in steps
     "smoke": dict(steps=60, batch_size=64, eval_every=20, checkpoint_every=20, warmup_steps=10),
     "cpu": dict(steps=3000, batch_size=64, eval_every=100, checkpoint_every=250, warmup_steps=200),
-    "gpu": dict(steps=20_000, batch_size=64, eval_every=1000, checkpoint_every=1000, warmup_steps=1_000),
+    "gpu": dict(steps=10_000, batch_size=64, eval_every=1000, checkpoint_every=1000, warmup_steps=1_000),
     "paper": dict(steps=100_000, batch_size=64, eval_every=1000, checkpoint_every=1000, warmup_steps=7_800),
 }
 
@@ -271,7 +271,7 @@ def init_distributed(
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cuda = resolve_device(device).type == "cuda"
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if cuda: torch.cuda.set_device(local)
+    if cuda: torch.cuda.set_device(local); set_tf32(False)   # full float32 (flownb.devices)
     device = torch.device("cuda", local) if cuda else torch.device("cpu")
     if world > 1 and not dist.is_initialized(): dist.init_process_group("nccl" if cuda else "gloo")
     rank, world = process_rank()
