@@ -11,7 +11,7 @@ import math
 from contextlib import contextmanager
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
+from .experiment import progress_bar
 from .models import bits_per_dim, bits_per_dim_given_noise, check_finite_float, check_unit_interval
 from .parallel import input_gradient
 
@@ -255,7 +255,7 @@ def attack_sweep(
     batch_size = N if batch_size is None else int(batch_size)
     g = torch.Generator(device=x.device).manual_seed(seed)
     bpd = torch.empty(E, N, dtype=x.dtype); adv = torch.empty(E, *x.shape, dtype=x.dtype, device=x.device)
-    for lo in tqdm(range(0, N, batch_size), desc=f"attack sweep ε={list(eps_list)}", disable=not progress):
+    for lo in progress_bar(range(0, N, batch_size), desc=f"attack sweep ε={list(eps_list)}", disable=not progress):
         xb = x[lo:lo + batch_size]
         stacked = xb.repeat(E, *([1]*(xb.dim() - 1)))
         radii = eps.to(x.dtype).repeat_interleave(len(xb))
