@@ -5,6 +5,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -60,13 +61,28 @@ def test_smoke_run_without_mirror_or_out_dir(repo_root, venv_bin, tmp_path):
 
 def test_smoke_notebooks_without_mirror(repo_root, venv_bin, tmp_path):
     "Item 1: every other experiment notebook at the smoke preset with neither mirror nor network, as `make test` runs them."
-    env = no_mirror_env(tmp_path, FLOWNB_PRESET="smoke")
+    (tmp_path/"tmp").mkdir()
+    env = no_mirror_env(tmp_path, FLOWNB_PRESET="smoke", TMPDIR=str(tmp_path/"tmp"))
     skip = "^(?!(" + "|".join(EXPERIMENTS[1:]) + r")\.ipynb$)"
     run = subprocess.run([venv_bin/"nbdev_test", "--skip_file_re", skip, "--do_print"], cwd=repo_root, env=env,
                          capture_output=True, text=True, timeout=1200)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     assert all(f"{name}.ipynb" in run.stdout for name in EXPERIMENTS[1:]), run.stdout  # they did run
     assert not list((tmp_path/"empty-data").iterdir())
+    assert not list((tmp_path/"tmp").glob("flownb-*"))   # item 7: no temporary folders left behind
+
+
+def test_readme_training_command_runs(repo_root, tmp_path):
+    "Item 7: the README's command-line example, as printed (only the folder moved and the run shortened)."
+    line = next(l for l in (repo_root/"README.md").read_text().splitlines() if "`python -m flownb.train " in l)
+    args = line.split("`python -m flownb.train ", 1)[1].split("`", 1)[0].split()
+    at = args.index("--checkpoint-dir"); args[at + 1] = str(tmp_path/"demo")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo_root)}
+    run = subprocess.run([sys.executable, "-m", "flownb.train", *args, "--steps", "4", "--no-progress"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout.strip().splitlines()[-1])["last"]["step"] == 4
+    assert (tmp_path/"demo"/"checkpoint.pt").exists()
 
 
 @pytest.mark.parametrize("params, message", [
