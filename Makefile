@@ -1,6 +1,7 @@
 # flownb — two commands do everything on a fresh machine:
 #   make test    create .venv if absent, install, run every notebook (smoke preset) and pytest
 #   make paper   create .venv if absent, install, regenerate the paper's tables and figures into figures/
+#   make gpu-check   on a CUDA machine: check it and project the hours of the paper's tables (~8 min)
 #                (PRESET=auto: paper preset on CUDA, cpu preset otherwise)
 # Examples:  make paper NB=00_theory        make paper NB=05_glow_cifar EPS=8 PRESET=cpu
 SHELL := /bin/bash
@@ -38,7 +39,7 @@ PARAMS += $(PAPERMILL_ARGS)
 
 NOTEBOOKS := $(if $(NB),$(basename $(notdir $(NB))),$(PAPER_NBS))
 
-.PHONY: install test paper clean-venv
+.PHONY: install test paper gpu-check clean-venv
 
 $(BIN)/.installed: settings.ini setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +60,10 @@ paper: install
 	for nb in $(NOTEBOOKS); do \
 	  $(BIN)/papermill nbs/$$nb.ipynb $(RUN_DIR)/$$nb.ipynb $(PARAMS) || exit 1; \
 	done
+
+# checks a GPU machine (placement, timings with each speed switch, projected hours of Tables 1-3); GPU_CHECK_ARGS=--dry-run on a CPU
+gpu-check: install
+	$(BIN)/python benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

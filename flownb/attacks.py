@@ -14,6 +14,7 @@ from torch import Tensor
 from .experiment import progress_bar
 from .models import bits_per_dim, bits_per_dim_given_noise, check_finite_float, check_unit_interval
 from .parallel import input_gradient
+from .devices import draw, model_device, to_device
 
 # %% ../nbs/03_attacks.ipynb #c442378b
 NORMS = ("linf", "l2")
@@ -57,13 +58,12 @@ def random_in_ball(
     like:Tensor,     # batch whose shape, dtype and device to follow
     radius:Tensor,   # radius per example, shape (B,)
     norm:str,        # 'linf' or 'l2'
-    generator=None,  # torch.Generator
+    generator=None,  # torch.Generator, on any device (`flownb.devices.draw`)
 )->Tensor:           # uniform random points of the balls
     "A uniform random point of each example's ball."
-    kw = dict(generator=generator, dtype=like.dtype, device=like.device)
-    if norm == "linf": return (torch.rand(like.shape, **kw)*2 - 1)*per_example(radius, like)
-    g = torch.randn(like.shape, **kw)
-    r = radius*torch.rand(len(like), **kw)**(1/like[0].numel())
+    if norm == "linf": return (draw(torch.rand, like.shape, like, generator)*2 - 1)*per_example(radius, like)
+    g = draw(torch.randn, like.shape, like, generator)
+    r = radius*draw(torch.rand, (len(like),), like, generator)**(1/like[0].numel())
     return g*per_example(r/batch_norms(g).clamp_min(1e-30), g)
 
 # %% ../nbs/03_attacks.ipynb #8d067bf8
@@ -118,7 +118,7 @@ def _objective_gradient(model, xa, images, generator, active=None):
     rows, noise = (slice(None) if active is None else active), ()
     if images:
         check_unit_interval(xa)   # once for the batch; the noise is the whole batch's draw, as `bits_per_dim` draws it
-        noise = (torch.rand(xa.shape, generator=generator, dtype=xa.dtype, device=xa.device)[rows],)
+        noise = (draw(torch.rand, xa.shape, xa, generator)[rows],)
     objective = lambda xc, *u: attack_objective(model, xc, images, noise=u[0] if u else None)
     grad = input_gradient(objective, xa[rows], *noise, model=model)[1]
     if active is None: return grad
@@ -218,7 +218,7 @@ def uniform_noise(
     "The paper's uniform-noise baseline at the same ε as an attack."
     _check_attack_args(x, eps, 0, "linf", 1, 1, (0, 1), 255)
     if generator is None: generator = torch.Generator(device=x.device).manual_seed(0)
-    noise = (torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)*2 - 1)*eps/255
+    noise = (draw(torch.rand, x.shape, x, generator)*2 - 1)*eps/255
     out = (x + noise).clamp(0, 1)
     return torch.round(out*255)/255 if quantize else out
 
@@ -240,28 +240,29 @@ def ood_attack(
 # %% ../nbs/03_attacks.ipynb #92d3ec5d
 def attack_sweep(
     model,                 # image flow
-    x:Tensor,              # clean images in [0,1], (N, C, H, W)
+    x:Tensor,              # clean images in [0,1], (N, C, H, W), on any device (batches go to the model's)
     eps_list,              # attack radii in pixel units, e.g. [0, 1, 2, 4, 8]
     steps:int,             # PGD iterations
     batch_size:int=None,   # images per pass (each pass holds batch_size * len(eps_list) examples); None: all
     seed:int=0,            # seed of the attack and of the evaluation noise
     progress:bool=True,    # show a progress bar over batches
     **pgd_kwargs,          # passed to `pgd` (norm, restarts, eot, quantize, ...)
-)->dict:                   # {'eps': list, 'mean': (E,), 'std': (E,), 'bpd': (E, N) per image, 'x_adv': (E, N, C, H, W)}
+)->dict:                   # {'eps': list, 'mean': (E,), 'std': (E,), 'bpd': (E, N) per image, 'x_adv': (E, N, C, H, W)}, on the CPU
     "Attack every ε of a table in one batched PGD per batch; bits/dim per ε and per image."
     eps = torch.as_tensor(list(eps_list), dtype=torch.float64)
     _check_attack_args(x, eps, steps, pgd_kwargs.get("norm", "linf"), 1, 1, (0, 1), 255)
     E, N = len(eps), len(x)
     batch_size = N if batch_size is None else int(batch_size)
-    g = torch.Generator(device=x.device).manual_seed(seed)
-    bpd = torch.empty(E, N, dtype=x.dtype); adv = torch.empty(E, *x.shape, dtype=x.dtype, device=x.device)
+    device = model_device(model)
+    g = torch.Generator(device=device).manual_seed(seed)
+    bpd = torch.empty(E, N, dtype=x.dtype); adv = torch.empty(E, *x.shape, dtype=x.dtype)
     for lo in progress_bar(range(0, N, batch_size), desc=f"attack sweep ε={list(eps_list)}", disable=not progress):
-        xb = x[lo:lo + batch_size]
+        xb = to_device(x[lo:lo + batch_size], device)
         stacked = xb.repeat(E, *([1]*(xb.dim() - 1)))
         radii = eps.to(x.dtype).repeat_interleave(len(xb))
         xa = pgd(model, stacked, radii, steps, generator=g, **pgd_kwargs)
         with torch.no_grad(), frozen(model):
             values = bits_per_dim(model, xa, dequantize=True, generator=g)
         bpd[:, lo:lo + len(xb)] = values.reshape(E, len(xb)).cpu()
-        adv[:, lo:lo + len(xb)] = xa.reshape(E, *xb.shape)
+        adv[:, lo:lo + len(xb)] = xa.reshape(E, *xb.shape).cpu()
     return dict(eps=list(eps_list), mean=bpd.mean(1), std=bpd.std(1), bpd=bpd, x_adv=adv)

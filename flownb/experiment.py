@@ -15,14 +15,14 @@ from importlib import metadata
 from tqdm import tqdm
 
 # %% ../nbs/00a_experiment.ipynb #4916e133
-PRESETS = ("smoke", "cpu", "paper")
+PRESETS = ("smoke", "cpu", "gpu", "paper")
 
 def resolve_preset(
-    preset:str="auto",  # 'auto', 'smoke', 'cpu' or 'paper'
-)->str:                 # the concrete preset: 'smoke', 'cpu' or 'paper'
+    preset:str="auto",  # 'auto', 'smoke', 'cpu', 'gpu' or 'paper'
+)->str:                 # the concrete preset: 'smoke', 'cpu', 'gpu' or 'paper'
     "The preset to run: `auto` is `paper` when CUDA is available, else `cpu`."
     if preset not in PRESETS + ("auto",):
-        raise ValueError(f"unknown preset {preset!r}: use one of 'auto', 'smoke', 'cpu', 'paper'")
+        raise ValueError(f"unknown preset {preset!r}: use one of 'auto', 'smoke', 'cpu', 'gpu', 'paper'")
     if preset != "auto": return preset
     import torch
     return "paper" if torch.cuda.is_available() else "cpu"

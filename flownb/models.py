@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['DATASET_SHAPES', 'ARCHITECTURES', 'MODELS', 'check_finite_float', 'check_unit_interval', 'check_images',
            'standard_normal_log_prob', 'ImageFlow', 'GlowStep', 'Glow', 'RealNVP', 'LinearGaussian', 'bits_per_dim',
-           'bits_per_dim_given_noise', 'model_config', 'build_model', 'count_parameters', 'train_step_ms']
+           'bits_per_dim_given_noise', 'bits_per_dim_batched', 'model_config', 'build_model', 'count_parameters',
+           'train_step_ms']
 
 # %% ../nbs/02_models.ipynb #67ccf4c9
 import math, time
@@ -13,6 +14,7 @@ import torch
 from torch import nn, Tensor
 from .layers import *
 from .experiment import resolve_preset
+from .devices import draw, model_device
 
 # %% ../nbs/02_models.ipynb #5cd4a7b7
 def check_finite_float(
@@ -78,12 +80,11 @@ class ImageFlow(nn.Module):
     def sample(self,
                n:int,                    # number of samples
                temperature:float=1.0,    # standard deviation of every latent (GLOW's temperature T)
-               generator=None,           # torch.Generator for reproducible samples
+               generator=None,           # torch.Generator for reproducible samples (any device: see `flownb.devices.draw`)
               )->Tensor:                 # images, shape (n, C, H, W); a flow can leave [0,1] slightly: clamp to show
         "Sample the latents from N(0, T²I) and invert the flow."
         p = next(self.parameters())
-        zs = [torch.randn((n, *s), generator=generator, dtype=p.dtype, device=p.device) * temperature
-              for s in self.latent_shapes]
+        zs = [draw(torch.randn, (n, *s), p, generator) * temperature for s in self.latent_shapes]
         return self.inverse(zs)
 
 # %% ../nbs/02_models.ipynb #e18ea736
@@ -242,11 +243,11 @@ def bits_per_dim(
     model,               # flow with `log_prob` (nats, per example) on points of [0,1]^D
     x:Tensor,            # quantized images in [0,1] (values k/255), shape (B, C, H, W); differentiable
     dequantize:bool=True,  # add u ~ U[0,1) per entry (one sample of the bound); False: bin centres, u = 1/2
-    generator=None,      # torch.Generator for the dequantization noise
+    generator=None,      # torch.Generator for the dequantization noise, on any device (`flownb.devices.draw`)
 )->Tensor:               # negative log-likelihood in bits per dimension, per image, shape (B,)
     "Discrete NLL in bits/dim of 8-bit images: `(-log p((255x + u)/256) + D log 256) / (D log 2)`."
     check_unit_interval(x)
-    u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device) if dequantize else torch.full_like(x, 0.5)
+    u = draw(torch.rand, x.shape, x, generator) if dequantize else torch.full_like(x, 0.5)
     return bits_per_dim_given_noise(model, x, u)
 
 def bits_per_dim_given_noise(
@@ -257,6 +258,19 @@ def bits_per_dim_given_noise(
     "The discrete NLL in bits/dim at the dequantized point `(255x + u)/256`, for noise drawn by the caller."
     D = x[0].numel()
     return (D * math.log(256) - model.log_prob((x * 255 + u) / 256)) / (D * math.log(2))
+
+# %% ../nbs/02_models.ipynb #72071653
+def bits_per_dim_batched(
+    model,               # flow with `log_prob`, on its device
+    x:Tensor,            # quantized images in [0,1] (values k/255), shape (N, C, H, W), on any device
+    generator=None,      # torch.Generator for the dequantization noise (any device); None: the global one
+    batch_size:int=256,  # images per pass
+)->Tensor:               # bits/dim per image, shape (N,), on the CPU
+    "`bits_per_dim` of many images without gradients, batch by batch on the model's device."
+    device = model_device(model)
+    with torch.no_grad():
+        return torch.cat([bits_per_dim(model, x[i:i + batch_size].to(device), generator=generator).cpu()
+                          for i in range(0, len(x), batch_size)])
 
 # %% ../nbs/02_models.ipynb #3f1bf71f
 DATASET_SHAPES = {"digits": (1, 8), "mnist": (1, 28), "cifar10": (3, 32), "celeba": (3, 64), "lsun_bedroom": (3, 64)}
@@ -281,12 +295,13 @@ ARCHITECTURES = {
                   "lsun_bedroom": dict(scales=5, hidden=32, blocks=4)},
     },
 }
+for _arch in ARCHITECTURES.values(): _arch["gpu"] = _arch["paper"]   # the gpu preset: the paper's architectures, shorter budgets
 MODELS = {"glow": Glow, "realnvp": RealNVP}
 
 def model_config(
     model:str,             # 'glow' or 'realnvp'
     dataset:str,           # 'digits', 'mnist', 'cifar10', 'celeba' or 'lsun_bedroom'
-    preset:str="auto",     # 'smoke', 'cpu', 'paper' or 'auto'
+    preset:str="auto",     # 'smoke', 'cpu', 'gpu', 'paper' or 'auto'
 )->dict:                   # constructor arguments of the model class
     "The architecture of `model` for `dataset` at `preset`, as keyword arguments of `Glow` or `RealNVP`."
     if model not in ARCHITECTURES: raise ValueError(f"unknown model {model!r}: use one of {sorted(ARCHITECTURES)}")
@@ -297,7 +312,7 @@ def model_config(
 def build_model(
     model:str,          # 'glow' or 'realnvp'
     dataset:str,        # dataset name (see `DATASET_SHAPES`)
-    preset:str="auto",  # 'smoke', 'cpu', 'paper' or 'auto'
+    preset:str="auto",  # 'smoke', 'cpu', 'gpu', 'paper' or 'auto'
     **overrides,        # constructor arguments to change, e.g. depth=4
 )->ImageFlow:           # a freshly initialised model (float32)
     "A new `Glow` or `RealNVP` with the preset architecture for `dataset`."

@@ -7,7 +7,7 @@ __all__ = ['PIXEL_RADIUS', 'DATASET_LIST', 'ITERATION_COUNTS', 'RULES', 'Paramet
            'check_parameters']
 
 # %% ../nbs/04b_parameters.ipynb #0e49b742
-import os, math, tempfile
+import os, re, math, tempfile
 from numbers import Integral, Real
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +78,9 @@ RULES = dict(  # parameter name -> what it allows, the same in every notebook th
     temperatures=Rule("a non-empty list of numbers > 0",
                       lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(_number(t) and t > 0 for t in v)),
     seed=Rule("an integer >= 0", lambda v: _integer(v) and v >= 0),
+    device=Rule("'auto' (CUDA when visible), 'cpu', 'cuda' or 'cuda:<index>'",
+                lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", v) is not None),
+    gpus=optional_integer(1, "every visible GPU; 1 on a CPU"),
     out_dir=Rule("None (figures/ or runs/results/, see flownb.experiment.output_dir) or a folder this process can create and write into",
                  _writable_folder),
 )

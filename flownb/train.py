@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['MODES', 'TRAIN_PRESETS', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'CHECKPOINT_KEYS', 'LOG_COLUMNS', 'RESUME_KEYS',
-           'train_defaults', 'warmup_factor', 'derived_seed', 'stream', 'EpochSampler', 'ImageSource', 'actnorm_layers',
-           'initialize_actnorm', 'PerImageBitsPerDim', 'adversarial_examples', 'CheckpointError', 'save_checkpoint',
-           'checkpoint_step', 'load_checkpoint', 'global_rng_state', 'set_global_rng_state', 'NonFiniteTrainingError',
-           'save_bad_batch', 'process_rank', 'all_reduce_sum', 'any_process', 'init_distributed', 'TrainRun', 'adam',
-           'train', 'plot_learning_curves', 'parse_args', 'main']
+           'ATTACK_KEYS', 'train_defaults', 'warmup_factor', 'derived_seed', 'stream', 'EpochSampler', 'ImageSource',
+           'actnorm_layers', 'initialize_actnorm', 'PerImageBitsPerDim', 'adversarial_examples', 'CheckpointError',
+           'save_checkpoint', 'checkpoint_step', 'load_checkpoint', 'global_rng_state', 'set_global_rng_state',
+           'NonFiniteTrainingError', 'save_bad_batch', 'process_rank', 'all_reduce_sum', 'any_process',
+           'init_distributed', 'TrainRun', 'adam', 'train', 'plot_learning_curves', 'parse_args', 'main']
 
 # %% ../nbs/04_train.ipynb #d18aaf7e
 import os, json, math, time, pickle, random, hashlib, tempfile, argparse
@@ -25,6 +25,7 @@ from .layers import ActNorm
 from .models import build_model, bits_per_dim_given_noise
 from .attacks import pgd
 from .parallel import parameter_gradients
+from .devices import resolve_device, to_device
 
 # %% ../nbs/04_train.ipynb #baf06ce3
 MODES = ("clean", "adversarial", "hybrid")
@@ -32,11 +33,12 @@ MODES = ("clean", "adversarial", "hybrid")
 TRAIN_PRESETS = {  # steps: batches drawn; batch_size: clean images per global batch; every: in steps
     "smoke": dict(steps=60, batch_size=64, eval_every=20, checkpoint_every=20, warmup_steps=10),
     "cpu": dict(steps=3000, batch_size=64, eval_every=100, checkpoint_every=250, warmup_steps=200),
+    "gpu": dict(steps=20_000, batch_size=64, eval_every=1000, checkpoint_every=1000, warmup_steps=1_000),
     "paper": dict(steps=100_000, batch_size=64, eval_every=1000, checkpoint_every=1000, warmup_steps=7_800),
 }
 
 def train_defaults(
-    preset:str="auto",  # 'smoke', 'cpu', 'paper' or 'auto'
+    preset:str="auto",  # 'smoke', 'cpu', 'gpu', 'paper' or 'auto'
 )->dict:                # steps, batch_size, eval_every, checkpoint_every, warmup_steps
     "The training budget of a preset."
     return dict(TRAIN_PRESETS[resolve_preset(preset)])
@@ -276,10 +278,12 @@ def any_process(flag:bool, device)->bool:
     "True if `flag` is true in any process."
     return bool(all_reduce_sum(torch.tensor([float(flag)], device=device)).item() > 0)
 
-def init_distributed()->tuple:
+def init_distributed(
+    device="auto",  # 'auto': CUDA when visible; 'cpu' keeps a CUDA machine's processes on the CPU (gloo)
+)->tuple:
     "Join the process group torchrun describes (NCCL on GPUs, gloo on CPUs); returns (rank, world size, device)."
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available()
+    cuda = resolve_device(device).type == "cuda"
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if cuda: torch.cuda.set_device(local)
     device = torch.device("cuda", local) if cuda else torch.device("cpu")
@@ -340,7 +344,7 @@ def _mean_bits_per_dim(model, images:Tensor, seed:int, batch_size:int=500)->floa
         for lo in range(0, len(images), batch_size):
             xb = images[lo:lo + batch_size]
             u = torch.rand(xb.shape, generator=g, dtype=xb.dtype)
-            total += float(PerImageBitsPerDim(model)(xb.to(device), u.to(device)).double().sum())
+            total += float(PerImageBitsPerDim(model)(to_device(xb, device), to_device(u, device)).double().sum())
     model.train(was_training)
     return total / len(images)
 
@@ -364,6 +368,7 @@ def adam(
 
 # %% ../nbs/04_train.ipynb #2e3db6c9
 RESUME_KEYS = ("mode", "eps", "attack_steps", "batch_size", "lr", "warmup_steps", "max_grad_norm", "seed", "attack_group")  # must match to resume
+ATTACK_KEYS = ("eps", "attack_steps", "attack_group")  # of those, the ones clean training never uses
 
 class _Trainer:
     "The state of one training run and its step; `train` is the public entry point."
@@ -396,7 +401,8 @@ class _Trainer:
                     history=list(self.history), config=dict(self.cfg))
 
     def load_state_dict(self, ck:dict, path):
-        differ = {k: (ck["config"].get(k), self.cfg[k]) for k in RESUME_KEYS if ck["config"].get(k) != self.cfg[k]}
+        keys = RESUME_KEYS if self.cfg["mode"] != "clean" else [k for k in RESUME_KEYS if k not in ATTACK_KEYS]  # unused when clean
+        differ = {k: (ck["config"].get(k), self.cfg[k]) for k in keys if ck["config"].get(k) != self.cfg[k]}
         if differ: raise CheckpointError(f"{path} comes from a run with other settings (checkpoint, now): {differ}")
         if ck["step"] > self.cfg["steps"]: raise ValueError(f"{path} is at step {ck['step']}, beyond steps={self.cfg['steps']}")
         try: self.model.load_state_dict(ck["model"])
@@ -414,10 +420,10 @@ class _Trainer:
         "This process's clean images, noise (parts, b, ...) and attack seeds of a step; the draws are global."
         B, b, r = self.cfg["batch_size"], self.b, self.rank
         idx = self.sampler.indices(step)
-        x = self.source[idx[r * b:(r + 1) * b]].to(self.device)
+        x = to_device(self.source[idx[r * b:(r + 1) * b]], self.device)
         if bool(((x < 0) | (x > 1)).any()):   # NaN compares false: non-finite images are the step guard's business
             raise ValueError(f"training images of step {step} have values outside [0, 1]: scale images to pixel / 255")
-        u = torch.rand((self.parts, B, *self.source.shape), generator=self.noise)[:, r * b:(r + 1) * b].to(self.device)
+        u = to_device(torch.rand((self.parts, B, *self.source.shape), generator=self.noise)[:, r * b:(r + 1) * b], self.device)
         seeds = None
         if self.cfg["mode"] != "clean":
             seeds = torch.randint(0, 2**62, (B // self.group,), generator=self.attack)
@@ -511,10 +517,12 @@ def train(
     seed:int=0,                 # seed of every random stream of the run
     attack_group:int|None=None, # examples per PGD call with its own generator; None: a process's share B/N
     max_bad_steps:int=5,        # stop after this many consecutive skipped (non-finite) steps
-    preset:str="auto",          # preset of the defaults above: 'smoke', 'cpu', 'paper' or 'auto'
+    preset:str="auto",          # preset of the defaults above: 'smoke', 'cpu', 'gpu', 'paper' or 'auto'
     progress:bool=True,         # show a tqdm bar with live training bits/dim (rank 0)
+    device=None,                # where to train: None keeps the model where it is; else it is moved there first
 )->TrainRun:
     "Train `model` in place by Adam on the clean, adversarial or hybrid objective; checkpointed, resumable bit for bit, multi-process under torchrun."
+    if device is not None: model.to(resolve_device(device))
     rank, world = process_rank()
     cfg = _train_config(preset, world, mode=mode, eps=eps, attack_steps=attack_steps, steps=steps, batch_size=batch_size, lr=lr,
                         warmup_steps=warmup_steps, max_grad_norm=max_grad_norm, eval_every=eval_every,
@@ -570,7 +578,7 @@ def parse_args(argv=None)->argparse.Namespace:
     p.add_argument("--eps", type=float, default=8, help="PGD l-inf radius in pixel units (8 = 8/255)")
     p.add_argument("--attack-steps", type=int, default=10, help="PGD iterations")
     p.add_argument("--attack-group", type=int, default=None, help="examples per PGD call (default: per-process batch)")
-    p.add_argument("--preset", default="auto", choices=["auto", "smoke", "cpu", "paper"])
+    p.add_argument("--preset", default="auto", choices=["auto", "smoke", "cpu", "gpu", "paper"])
     p.add_argument("--steps", type=int, default=None, help="total batches (default: preset)")
     p.add_argument("--batch-size", type=int, default=None, help="clean images per global batch (default: preset)")
     p.add_argument("--lr", type=float, default=1e-3)

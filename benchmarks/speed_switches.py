@@ -1,0 +1,99 @@
+"""What each speed switch of `flownb.speed` does to trained flows, and what it buys, on this machine.
+
+    python benchmarks/speed_switches.py runs/<key> [runs/<key> ...]      # run folders of trained flows
+    python benchmarks/speed_switches.py --cpu-preset                      # the cpu-preset GLOW (Table 1) and RealNVP (Table 3)
+
+For each flow and switch: `flownb.speed.compare_to_float32` on 256 test images of its dataset (clean bits/dim,
+log-density, bits/dim after an ℓ∞ PGD attack, ε = 8, 10 steps, quantized), and the time of a PGD step and a
+training step at batch 32 with and without the switch (median of rounds, interleaved). TF32 and CUDA graphs
+act on CUDA only and are measured by `benchmarks/gpu_check.py`. Writes speed_switches_<device>.json beside itself.
+"""
+import argparse, json, platform, sys, time
+from pathlib import Path
+
+import torch
+
+from flownb.devices import resolve_device
+from flownb.models import bits_per_dim_given_noise
+from flownb.robustness import experiment_data, initial_flow, run_root, config_key, trio_budget, REALNVP_BUDGETS
+from flownb.speed import SpeedOptions, apply_speed, compare_to_float32
+from flownb.train import load_checkpoint, adam
+
+SWITCHES = ["bf16", "channels_last", "compile"]
+
+
+def load_run(run_dir:Path, device):
+    "A trained flow from its run folder, in eval mode on `device`, with its configuration."
+    config = json.loads((run_dir/"config.json").read_text())
+    model = initial_flow({**config, "init_from": None}, None)
+    model.load_state_dict(load_checkpoint(run_dir/"checkpoint.pt")["model"])
+    return model.to(device).eval(), config
+
+
+def cpu_preset_runs()->list:
+    "Run folders of the cpu-preset clean GLOW of Table 1 and clean RealNVP of Table 3 (CelebA), as the notebooks key them."
+    import flownb.robustness as R
+    found = []
+    for cfg_path in sorted(run_root().glob("*/config.json")):
+        c = json.loads(cfg_path.read_text())
+        if c["mode"] == "clean" and c["init_seed"] == 0 and c["seed"] == 0 and (
+                (c["model"], c["dataset"], c["steps"]) in {("glow", "cifar10", trio_budget("cpu")["clean_steps"]),
+                                                          ("realnvp", "celeba", REALNVP_BUDGETS["cpu"]["steps"])}) \
+                and (cfg_path.parent/"checkpoint.pt").exists() and load_checkpoint(cfg_path.parent/"checkpoint.pt")["step"] == c["steps"]:
+            found.append(cfg_path.parent)
+    return found
+
+
+def step_ms(model, x, switch, rounds:int=5)->dict:
+    "Median ms of a PGD step and a training step at x's batch, float32 against the switch, the two interleaved."
+    import copy, statistics
+    variants = {"float32": copy.deepcopy(model), switch: apply_speed(copy.deepcopy(model), SpeedOptions.parse(switch))}
+    u = torch.rand(x.shape, generator=torch.Generator().manual_seed(0))
+    def pgd_step(m):
+        for p in m.parameters(): p.requires_grad_(False)
+        xa = x.detach().requires_grad_(True)
+        torch.autograd.grad(bits_per_dim_given_noise(m, xa, u).sum(), xa)
+    def train_step(m, opt):
+        for p in m.parameters(): p.requires_grad_(True)
+        m.train(); opt.zero_grad(set_to_none=True); bits_per_dim_given_noise(m, x, u).mean().backward(); opt.step(); m.eval()
+    opts = {k: adam(m.parameters(), 1e-5) for k, m in variants.items()}
+    times = {f"{k} {kind}": [] for k in variants for kind in ("pgd", "train")}
+    for r in range(rounds + 2):   # two warm-up rounds (compilation happens there)
+        for k, m in variants.items():
+            for kind, fn in (("pgd", lambda: pgd_step(m)), ("train", lambda: train_step(m, opts[k]))):
+                t = time.perf_counter(); fn(); dt = (time.perf_counter() - t) * 1000
+                if r >= 2: times[f"{k} {kind}"].append(dt)
+    return {k: round(statistics.median(v), 2) for k, v in times.items()}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("runs", nargs="*", help="run folders of trained flows")
+    p.add_argument("--cpu-preset", action="store_true", help="find the cpu-preset GLOW and RealNVP runs in runs/")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--switches", default=",".join(SWITCHES))
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    device = resolve_device(args.device)
+    runs = [Path(r) for r in args.runs] + (cpu_preset_runs() if args.cpu_preset else [])
+    if not runs: sys.exit("no trained runs: pass run folders, or train the cpu-preset models (make paper NB=05_glow_cifar PRESET=cpu)")
+    report = dict(device=str(device), torch=torch.__version__, threads=torch.get_num_threads(), python=platform.python_version(), rows=[])
+    for run in runs:
+        model, config = load_run(run, device)
+        data = experiment_data(config["dataset"], config["image_size"], 1000, 256)
+        x = data["test"].to(device)
+        for s in [s for s in args.switches.split(",") if s]:
+            t0 = time.time()
+            row = dict(run=run.name, model=config["model"], dataset=config["dataset"], arch=config["arch"],
+                       **compare_to_float32(model, x, SpeedOptions.parse(s), eps=8, attack_steps=10))
+            row.update(step_ms(model, x[:32], s))
+            row["seconds"] = round(time.time() - t0, 1)
+            report["rows"].append(row)
+            print(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items() if k != "arch"}), flush=True)
+    out = Path(args.out) if args.out else Path(__file__).parent/f"speed_switches_{device.type}.json"
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print("wrote", out)
+
+
+if __name__ == "__main__":
+    main()
