@@ -55,6 +55,7 @@ test: install
 	$(BIN)/python -m pytest tests/ -q
 
 paper: install
+	@$(BIN)/python -c 'import sys; from flownb.experiment import paper_plan; print(paper_plan(sys.argv[1], sys.argv[2:]))' $(PRESET) $(NOTEBOOKS)
 	mkdir -p $(RUN_DIR)
 	for nb in $(NOTEBOOKS); do \
 	  $(BIN)/papermill nbs/$$nb.ipynb $(RUN_DIR)/$$nb.ipynb $(PARAMS) || exit 1; \

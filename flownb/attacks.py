@@ -11,7 +11,7 @@ import math
 from contextlib import contextmanager
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
+from .experiment import progress_bar
 from .models import bits_per_dim, bits_per_dim_given_noise, check_finite_float, check_unit_interval
 from .parallel import input_gradient
 from .devices import draw, model_device, to_device
@@ -256,7 +256,7 @@ def attack_sweep(
     device = model_device(model)
     g = torch.Generator(device=device).manual_seed(seed)
     bpd = torch.empty(E, N, dtype=x.dtype); adv = torch.empty(E, *x.shape, dtype=x.dtype)
-    for lo in tqdm(range(0, N, batch_size), desc=f"attack sweep ε={list(eps_list)}", disable=not progress):
+    for lo in progress_bar(range(0, N, batch_size), desc=f"attack sweep ε={list(eps_list)}", disable=not progress):
         xb = to_device(x[lo:lo + batch_size], device)
         stacked = xb.repeat(E, *([1]*(xb.dim() - 1)))
         radii = eps.to(x.dtype).repeat_interleave(len(xb))

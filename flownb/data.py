@@ -9,7 +9,7 @@ __all__ = ['DATASETS', 'MIRROR_SHA256', 'CIFAR10_CLASSES', 'CELEBA_SPLITS', 'DIG
            'image_to_tensor', 'ImageDataset', 'DatasetUnavailable', 'load_dataset', 'show_samples']
 
 # %% ../nbs/01_data.ipynb #9528d86a
-import os, gzip, json, zlib, shutil, hashlib, tarfile, tempfile
+import os, sys, gzip, json, zlib, shutil, hashlib, tarfile, tempfile, contextlib
 from numbers import Integral
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -19,7 +19,8 @@ from torch.utils.data import Dataset
 from PIL import Image
 from torchvision import transforms
 from torchvision.transforms import functional as TF
-from .experiment import repo_root
+from .experiment import repo_root, progress_stream
+from .shared_files import locked, owner_tag, remove_dead_leftovers
 
 # %% ../nbs/01_data.ipynb #641171a4
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ DATASETS = dict(
         "or put img_align_celeba/ and CelebA's list_*.txt and identity_CelebA.txt files in <root>/celeba/"),
     lsun_bedroom=DatasetInfo(("train", "test"), 64, 3, ("lsun-bedroom-tiny6.tar.gz",), ("train", "test"),
         "put LSUN's bedroom_train_lmdb/ and bedroom_val_lmdb/ folders in <root> (LSUN's download.py -c bedroom, then unzip) "
-        "and pip install lmdb; torchvision.datasets.LSUN reads them but cannot download"),
+        "and pip install -e '.[lsun]' (the lmdb package); torchvision.datasets.LSUN reads them but cannot download"),
     mnist=DatasetInfo(("train", "test"), 28, 1, ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"), ("test",),
         "call load_dataset('mnist', download=True) on a machine with internet, i.e. torchvision.datasets.MNIST(root, download=True)"),
     digits=DatasetInfo(("train", "test"), 8, 1, (), (), "pip install scikit-learn"),
@@ -61,9 +62,10 @@ DIGITS_TEST_SIZE, DIGITS_SEED = 297, 0  # digits: 1,797 images, a seeded permuta
 
 # %% ../nbs/01_data.ipynb #b607a760
 def data_root(
-    root:str|Path="data",  # folder for downloads and unpacked archives; relative: from the repository root
-)->Path:                   # absolute folder (not created)
+    root:str|Path|None=None,  # folder for downloads and unpacked archives; relative: from the repository root; None: `$FLOWNB_DATA`, else 'data'
+)->Path:                      # absolute folder (not created)
     "Where datasets live: `root` itself when absolute, else `root` under the repository root (or the working directory outside a checkout)."
+    if root is None: root = os.environ.get("FLOWNB_DATA", "").strip() or "data"
     root = Path(root).expanduser()
     if root.is_absolute(): return root
     base = repo_root() or Path.cwd()
@@ -146,17 +148,18 @@ def unpack_mirror_files(
     if missing: raise FileNotFoundError(f"{mirror} has no {', '.join(missing)}")
     for n in names: verify_sha256(mirror/n, expected[n])  # before anything is written
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.unpacking-", dir=dest.parent))
-    try:
-        for n in names: unpack(mirror/n, tmp)
-        (tmp/UNPACKED_MARKER).write_text(json.dumps(expected, indent=1))
-        os.chmod(tmp, 0o755)
-        if dest.exists(): shutil.rmtree(dest)  # left by another version of the files (its marker differs)
-        try: os.rename(tmp, dest)
-        except OSError:
-            if not _unpacked_ok(dest, expected): raise  # else another process finished first: use its folder
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with locked(dest.parent/f".{dest.name}.lock", f"waiting for another process unpacking {dest}"):  # one unpack at a time
+        if _unpacked_ok(dest, expected): return dest   # the process we waited for made it
+        remove_dead_leftovers(dest.parent, f".{dest.name}.*.unpacking-*")   # of unpacks whose process was killed
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{owner_tag()}.unpacking-", dir=dest.parent))
+        try:
+            for n in names: unpack(mirror/n, tmp)
+            (tmp/UNPACKED_MARKER).write_text(json.dumps(expected, indent=1))
+            os.chmod(tmp, 0o755)
+            if dest.exists(): shutil.rmtree(dest)  # left by another version of the files (its marker differs)
+            os.rename(tmp, dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 # %% ../nbs/01_data.ipynb #90523bc7
@@ -255,19 +258,21 @@ class _SourceMissing(Exception):
     "This source does not have the dataset; the message says why."
 
 def _from_torchvision(name, root:Path, split, download):
-    "The dataset through torchvision: files already in `root`, or downloaded there when `download`."
+    "The dataset through torchvision: files already in `root`, or downloaded there when `download` (progress bar where the notebook's runner sees it; torchvision checks each file's md5)."
     from torchvision import datasets as tvd
+    if download and name != "lsun_bedroom": print(f"downloading {name} into {root} (torchvision; each file's md5 is checked)", flush=True)
     try:
-        if name == "cifar10": return tvd.CIFAR10(root, train=split == "train", download=download), "torchvision", "original CIFAR-10 (torchvision.datasets.CIFAR10)"
-        if name == "mnist": return tvd.MNIST(root, train=split == "train", download=download), "torchvision", "original MNIST (torchvision.datasets.MNIST)"
-        if name == "celeba":
-            ds = tvd.CelebA(root, split=split, target_type="identity", download=download)
-            return ds, "torchvision", f"full CelebA, official {split} split (torchvision.datasets.CelebA)"
-        if name == "lsun_bedroom":
-            lmdb_dir = root/f"bedroom_{'train' if split == 'train' else 'val'}_lmdb"
-            if not lmdb_dir.is_dir(): raise _SourceMissing(f"torchvision: no {lmdb_dir} (LSUN cannot be downloaded by torchvision)")
-            ds = tvd.LSUN(str(root), classes=[lmdb_dir.name[:-len("_lmdb")]])
-            return ds, "torchvision", f"LSUN bedroom {lmdb_dir.name[:-5]} (torchvision.datasets.LSUN)"
+        with contextlib.redirect_stderr(progress_stream() if download else sys.stderr):
+            if name == "cifar10": return tvd.CIFAR10(root, train=split == "train", download=download), "torchvision", "original CIFAR-10 (torchvision.datasets.CIFAR10)"
+            if name == "mnist": return tvd.MNIST(root, train=split == "train", download=download), "torchvision", "original MNIST (torchvision.datasets.MNIST)"
+            if name == "celeba":
+                ds = tvd.CelebA(root, split=split, target_type="identity", download=download)
+                return ds, "torchvision", f"full CelebA, official {split} split (torchvision.datasets.CelebA)"
+            if name == "lsun_bedroom":
+                lmdb_dir = root/f"bedroom_{'train' if split == 'train' else 'val'}_lmdb"
+                if not lmdb_dir.is_dir(): raise _SourceMissing(f"torchvision: no {lmdb_dir} (LSUN cannot be downloaded by torchvision)")
+                ds = tvd.LSUN(str(root), classes=[lmdb_dir.name[:-len("_lmdb")]])
+                return ds, "torchvision", f"LSUN bedroom {lmdb_dir.name[:-5]} (torchvision.datasets.LSUN)"
     except (RuntimeError, OSError, ImportError) as e:
         where = "download failed" if download else f"not in {root} and download=False"
         raise _SourceMissing(f"torchvision: {where} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
@@ -376,16 +381,17 @@ def load_dataset(
     name:str,                # 'cifar10', 'celeba', 'lsun_bedroom', 'mnist' or 'digits'
     split:str="train",       # 'train' or 'test' ('valid' too for CelebA)
     image_size:int|None=None,# side in pixels; None: the dataset's default (`DATASETS[name].default_size`)
-    root:str|Path="data",    # folder for downloads and unpacked archives; relative: from the repository root
+    root:str|Path|None=None, # folder for downloads and unpacked archives; relative: from the repository root; None: `$FLOWNB_DATA`, else 'data'
     limit:int|None=None,     # keep only the first `limit` images (deterministic order)
-    download:bool=False,     # let torchvision download into `root` (needs internet); never in tests
+    download:bool=False,     # let torchvision download into `root` when neither `root` nor the mirror has it (needs internet); never in tests
 )->ImageDataset:             # `(x, y)` with `x` float32 (C, H, W) of values k/255; attributes `source` and `note`
-    "A dataset of 8-bit images as k/255 tensors, from torchvision (files in `root`, or downloaded), else the offline mirror, else a `DatasetUnavailable` error."
+    "A dataset of 8-bit images as k/255 tensors: torchvision's files in `root`, else the offline mirror, else (with `download`) a torchvision download, else a `DatasetUnavailable` error."
     info = _check_request(name, split, image_size, limit)
     size = info.default_size if image_size is None else int(image_size)
     root, reasons = data_root(root), []
-    for source_fn in _SOURCES[name]:
-        try: items, source, note = source_fn(name, root, split, download)
+    attempts = [(fn, False) for fn in _SOURCES[name]] + ([(_from_torchvision, True)] if download and _from_torchvision in _SOURCES[name] else [])
+    for source_fn, fetch in attempts:
+        try: items, source, note = source_fn(name, root, split, fetch)
         except _SourceMissing as e: reasons.append(str(e)); continue
         return ImageDataset(items, image_transform(name, size), name, split, size, source, note, limit)
     mirror_hint = (f"; or set FLOWNB_MIRROR to a folder holding {' and '.join(info.mirror_files)} (sha256 in flownb.data.MIRROR_SHA256)"

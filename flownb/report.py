@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['EXPERIMENTS', 'BEGIN', 'END', 'table_markdown', 'experiment_section', 'claims_table', 'results_markdown',
-           'update_readme']
+           'update_readme', 'check_no_smoke_results']
 
 # %% ../nbs/10_report.ipynb #cb5fa53e
 import json
@@ -103,3 +103,12 @@ def update_readme(
     new = text[:text.index(BEGIN) + len(BEGIN)] + "\n\n" + section.strip() + "\n\n" + text[text.index(END):]
     if new != text: readme.write_text(new)
     return new != text
+
+# %% ../nbs/10_report.ipynb #3d06db92
+def check_no_smoke_results(
+    figures:str|Path,  # the results folder
+):
+    "Raise a one-line ValueError naming the run records in `figures` made at the smoke preset: their numbers test the code, they are not results."
+    smoke = sorted(p.name for p in Path(figures).glob("*.json") if json.loads(p.read_text()).get("preset") == "smoke")
+    if smoke: raise ValueError(f"{figures} holds smoke-preset runs ({', '.join(smoke)}): the README shows no smoke results; "
+                               "restore them (git checkout figures/) or rerun those notebooks at the cpu or paper preset")

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['TRIO_BUDGETS', 'TABLE2_EVAL', 'REALNVP_BUDGETS', 'run_root', 'config_key', 'NotEnoughImages', 'experiment_data',
-           'FlowRun', 'initial_flow', 'train_run', 'trained_flow', 'train_run_main', 'trio_budget', 'eps_sweep',
-           'robustness_trio', 'robustness_table', 'noise_table', 'ood_table', 'beside_paper', 'image_grid',
+           'run_lock', 'FlowRun', 'initial_flow', 'train_run', 'trained_flow', 'train_run_main', 'trio_budget',
+           'eps_sweep', 'robustness_trio', 'robustness_table', 'noise_table', 'ood_table', 'beside_paper', 'image_grid',
            'bpd_caption', 'claim', 'write_claims', 'trio_figure_rows', 'fig1_rows', 'trio_claims', 'trio_experiment',
            'save_results', 'iteration_table', 'cross_likelihood_table', 'dequantization_spread', 'mean_ci']
 
@@ -17,11 +17,12 @@ import pandas as pd
 import torch
 from torch import Tensor
 from .experiment import repo_folder, resolve_preset
-from .data import load_dataset
+from .data import load_dataset, DatasetUnavailable
 from .models import MODELS, model_config, bits_per_dim, bits_per_dim_batched, count_parameters
 from .attacks import attack_sweep, uniform_noise, ood_attack
-from .train import train, plot_learning_curves, load_checkpoint, init_distributed, process_rank
+from .train import train, plot_learning_curves, load_checkpoint, checkpoint_step, init_distributed, process_rank
 from .devices import resolve_device, model_device, set_tf32
+from .shared_files import locked
 
 # %% ../nbs/04a_robustness.ipynb #d7ddd024
 def run_root(
@@ -40,23 +41,44 @@ def config_key(
 class NotEnoughImages(ValueError):
     "A dataset holds fewer images on this machine than the experiment's preset needs."
 
+def _images(dataset, image_size, n_train, n_test, min_train, download)->dict:
+    "Train and test images of `dataset`, with where they came from; `NotEnoughImages` or `DatasetUnavailable` when this machine lacks them."
+    tr = load_dataset(dataset, "train", image_size=image_size, limit=n_train, download=download)
+    if len(tr) < min_train:
+        raise NotEnoughImages(f"{dataset} has only {len(tr)} training images here ({tr.source}); this preset needs "
+                              f">= {min_train}: provide the full dataset (see data/README.md) or choose another dataset")
+    te = load_dataset(dataset, "test", image_size=image_size, limit=n_test, download=download)
+    x = torch.stack([te[i][0] for i in range(len(te))])
+    label = f"{dataset} {tr.image_size}x{tr.image_size}, {len(tr):,} train / {len(x):,} test images, source {tr.source}"
+    return dict(train=tr, test=x, dataset=dataset, image_size=tr.image_size, n_train=len(tr), n_test=len(x),
+                source=tr.source, note=tr.note or "", label=label, substitution=None)
+
 def experiment_data(
     dataset:str,            # 'cifar10', 'celeba', 'lsun_bedroom', 'mnist' or 'digits'
     image_size:int|None,    # side in pixels; None: the dataset's default
     n_train:int|None,       # training images to use (the first ones); None: all
     n_test:int,             # test images to evaluate (the first ones)
     min_train:int=1,        # fewer training images than this: `NotEnoughImages`
-)->dict:                    # train (Dataset), test (N,C,H,W tensor), dataset, image_size, n_train, n_test, source, note, label
-    "Train and test images of an experiment, with where they came from."
-    tr = load_dataset(dataset, "train", image_size=image_size, limit=n_train)
-    if len(tr) < min_train:
-        raise NotEnoughImages(f"{dataset} has only {len(tr)} training images here ({tr.source}); this preset needs "
-                              f">= {min_train}: provide the full dataset (see data/README.md) or choose another dataset")
-    te = load_dataset(dataset, "test", image_size=image_size, limit=n_test)
-    x = torch.stack([te[i][0] for i in range(len(te))])
-    label = f"{dataset} {tr.image_size}x{tr.image_size}, {len(tr):,} train / {len(x):,} test images, source {tr.source}"
-    return dict(train=tr, test=x, dataset=dataset, image_size=tr.image_size, n_train=len(tr), n_test=len(x),
-                source=tr.source, note=tr.note or "", label=label)
+    substitute:str|None=None,  # dataset to run on instead, labelled as a substitution, where `dataset` is unavailable or too small here; None: fail
+    download:bool=False,    # let torchvision download `dataset` into the data root when neither it nor the mirror has it
+)->dict:                    # train (Dataset), test (N,C,H,W tensor), dataset, image_size, n_train, n_test, source, note, label, substitution
+    "Train and test images of an experiment, with where they came from — or those of `substitute`, saying so in the label and `substitution`."
+    try: return _images(dataset, image_size, n_train, n_test, min_train, download)
+    except (DatasetUnavailable, NotEnoughImages) as e:
+        if not substitute or substitute == dataset: raise
+        reason = str(e)
+    print(f"SUBSTITUTED: {dataset} -> {substitute}: {reason}")
+    data = _images(substitute, image_size, n_train, n_test, min_train, False)
+    data["label"] += f" (substituted for {dataset}, not available here)"
+    data["substitution"] = dict(asked=dataset, used=substitute, reason=reason)
+    return data
+
+# %% ../nbs/04a_robustness.ipynb #48e7cc3f
+def run_lock(
+    folder:Path,   # a run folder of `run_root`
+):                 # context manager
+    "The lock of a run folder: while one process trains a configuration, another asking for it waits, then reuses the trained flow."
+    return locked(Path(folder)/".lock", f"waiting for another process training {folder}; its flow will be reused")
 
 # %% ../nbs/04a_robustness.ipynb #7895a9f9
 class FlowRun:
@@ -166,12 +188,13 @@ def trained_flow(
         config["attack_group"] = int(batch_size) // processes
     folder = run_root(root)/config_key(config)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder/"config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
-    done = folder/"checkpoint.pt"
-    reused = done.exists() and load_checkpoint(done)["step"] == steps
-    init_dir = None if init_from is None else init_from.run_dir
-    if processes > 1 and not reused: _launch_torchrun(folder, init_dir, processes, device, progress)
-    run = train_run(config, folder, data["train"], device, progress, init_dir)
+    with run_lock(folder):   # a second process with this configuration waits, then reuses the trained flow
+        (folder/"config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
+        done = folder/"checkpoint.pt"
+        reused = done.exists() and checkpoint_step(done) == steps
+        init_dir = None if init_from is None else init_from.run_dir
+        if processes > 1 and not reused: _launch_torchrun(folder, init_dir, processes, device, progress)
+        run = train_run(config, folder, data["train"], device, progress, init_dir)
     return FlowRun(run.model.eval(), run.history, folder, config, run.seconds, reused)
 
 # %% ../nbs/04a_robustness.ipynb #143ee191
@@ -201,19 +224,24 @@ def train_run_main(argv=None):
 if __name__ == "__main__" and "__file__" in globals(): train_run_main()
 
 # %% ../nbs/04a_robustness.ipynb #25f9d810
-TRIO_BUDGETS = {  # training and evaluation budgets of the trio experiments (Tables 1-2, Figs 1, 4-6, §8.5), per preset
+TRIO_BUDGETS = {  # training and evaluation budgets of the trio experiments (Tables 1-2, Figs 1, 4-6, §8.5), per preset;
+                 # substitute: the dataset smoke runs use where the asked one is not here; download: let torchvision fetch data
     "smoke": dict(arch_preset="smoke", arch=None, image_size=None, n_train=2000, min_train=1,
                   clean_steps=40, robust_steps=10, batch_size=16, warmup_steps=10, robust_warmup_steps=2,
-                  train_attack_steps=2, finetune=True, attack_steps=4, n_test=16, ood_n=2, ood_steps=5),
+                  train_attack_steps=2, finetune=True, attack_steps=4, n_test=16, ood_n=2, ood_steps=5,
+                  substitute="digits", download=False),
     "cpu": dict(arch_preset="cpu", arch=dict(levels=3, depth=4, hidden=32), image_size=32, n_train=None, min_train=1000,
                 clean_steps=3000, robust_steps=600, batch_size=32, warmup_steps=200, robust_warmup_steps=50,
-                train_attack_steps=10, finetune=True, attack_steps=32, n_test=256, ood_n=16, ood_steps=100),
+                train_attack_steps=10, finetune=True, attack_steps=32, n_test=256, ood_n=16, ood_steps=100,
+                substitute=None, download=True),
     "gpu": dict(arch_preset="gpu", arch=None, image_size=None, n_train=None, min_train=1000,
                 clean_steps=10_000, robust_steps=1_200, batch_size=64, warmup_steps=1_000, robust_warmup_steps=100,
-                train_attack_steps=10, finetune=True, attack_steps=32, n_test=1_000, ood_n=64, ood_steps=100),
+                train_attack_steps=10, finetune=True, attack_steps=32, n_test=1_000, ood_n=64, ood_steps=100,
+                substitute=None, download=True),
     "paper": dict(arch_preset="paper", arch=None, image_size=None, n_train=None, min_train=1000,
                   clean_steps=100_000, robust_steps=100_000, batch_size=64, warmup_steps=7_800, robust_warmup_steps=7_800,
-                  train_attack_steps=10, finetune=False, attack_steps=32, n_test=10_000, ood_n=64, ood_steps=100),
+                  train_attack_steps=10, finetune=False, attack_steps=32, n_test=10_000, ood_n=64, ood_steps=100,
+                  substitute=None, download=True),
 }
 
 TABLE2_EVAL = dict(  # the evaluation of Table 2 per preset (its training budgets: TRIO_BUDGETS)
@@ -221,13 +249,14 @@ TABLE2_EVAL = dict(  # the evaluation of Table 2 per preset (its training budget
     paper=dict(attack_steps=40, n_test=1200))
 
 REALNVP_BUDGETS = dict(  # Table 3: RealNVP training and evaluation per preset (architectures: flownb.models.ARCHITECTURES)
-    smoke=dict(arch_preset="smoke", image_size=None, n_train=500, min_train=1, steps=30, batch_size=16, warmup_steps=5, n_test=8),
+    smoke=dict(arch_preset="smoke", image_size=None, n_train=500, min_train=1, steps=30, batch_size=16, warmup_steps=5, n_test=8,
+               substitute="digits", download=False),
     cpu=dict(arch_preset="cpu", image_size=32, n_train=None, min_train=1000, steps=2000, batch_size=32, warmup_steps=100,
-             n_test=256),
+             n_test=256, substitute=None, download=True),
     gpu=dict(arch_preset="gpu", image_size=64, n_train=None, min_train=1000, steps=10_000, batch_size=64, warmup_steps=1000,
-             n_test=1_000),
+             n_test=1_000, substitute=None, download=True),
     paper=dict(arch_preset="paper", image_size=64, n_train=None, min_train=1000, steps=100_000, batch_size=64,
-               warmup_steps=1000, n_test=10_000),
+               warmup_steps=1000, n_test=10_000, substitute=None, download=True),
 )
 
 def trio_budget(
@@ -504,7 +533,8 @@ def trio_experiment(
     "Train (or load) the clean / adversarial / hybrid flows and evaluate them as the paper's Tables 1-2 and Figs 1, 4, 5 do."
     import matplotlib.pyplot as plt
     t0 = time.time(); timings = {}
-    data = experiment_data(dataset, budget["image_size"], budget["n_train"], budget["n_test"], budget["min_train"])
+    data = experiment_data(dataset, budget["image_size"], budget["n_train"], budget["n_test"], budget["min_train"],
+                           substitute=budget["substitute"], download=budget["download"])
     runs = robustness_trio(model_name, data, budget, train_eps, seed=seed, root=root, progress=progress, device=device, gpus=gpus)
     timings["training (s, this call)"] = round(time.time() - t0, 1); t = time.time()
     eps_list = eps_sweep(eps)

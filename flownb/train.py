@@ -6,12 +6,12 @@
 __all__ = ['MODES', 'TRAIN_PRESETS', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'CHECKPOINT_KEYS', 'LOG_COLUMNS', 'RESUME_KEYS',
            'ATTACK_KEYS', 'train_defaults', 'warmup_factor', 'derived_seed', 'stream', 'EpochSampler', 'ImageSource',
            'actnorm_layers', 'initialize_actnorm', 'PerImageBitsPerDim', 'adversarial_examples', 'CheckpointError',
-           'save_checkpoint', 'load_checkpoint', 'global_rng_state', 'set_global_rng_state', 'NonFiniteTrainingError',
-           'save_bad_batch', 'process_rank', 'all_reduce_sum', 'any_process', 'init_distributed', 'TrainRun', 'adam',
-           'train', 'plot_learning_curves', 'parse_args', 'main']
+           'save_checkpoint', 'checkpoint_step', 'load_checkpoint', 'global_rng_state', 'set_global_rng_state',
+           'NonFiniteTrainingError', 'save_bad_batch', 'process_rank', 'all_reduce_sum', 'any_process',
+           'init_distributed', 'TrainRun', 'adam', 'train', 'plot_learning_curves', 'parse_args', 'main']
 
 # %% ../nbs/04_train.ipynb #d18aaf7e
-import os, json, math, time, random, hashlib, tempfile, argparse
+import os, json, math, time, pickle, random, hashlib, tempfile, argparse
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -19,8 +19,8 @@ import pandas as pd
 import torch
 from torch import nn, Tensor
 import torch.distributed as dist
-from tqdm.auto import tqdm
-from .experiment import resolve_preset
+from .experiment import resolve_preset, progress_bar, scratch_folder
+from .shared_files import owner_tag, temporary_path, remove_dead_leftovers
 from .layers import ActNorm
 from .models import build_model, bits_per_dim_given_noise
 from .attacks import pgd
@@ -173,13 +173,21 @@ CHECKPOINT_KEYS = ("format", "version", "step", "model", "optimizer", "scheduler
 class CheckpointError(ValueError):
     "A checkpoint file that cannot be used: unreadable, truncated, not a flownb training checkpoint, or from another run."
 
+def _unreadable(path:Path, e:Exception)->str:
+    "Why `torch.load` could not read a checkpoint and what to do — never torch's advice to load it with `weights_only=False`."
+    if isinstance(e, pickle.UnpicklingError) or "weights_only" in str(e):
+        why = "it holds objects other than tensors and plain containers, which are never unpickled: that could run code"
+    else: why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}"
+    return (f"cannot read checkpoint {path} ({why}); it is truncated, corrupted or not a flownb training checkpoint: "
+            "delete it to train afresh (on the command line: --no-resume)")
+
 def save_checkpoint(
     path:str|Path,  # destination file
     state:dict,     # tensors and plain containers (what `torch.load(weights_only=True)` can read back)
 )->Path:            # the file written
     "Write `state` atomically: temporary file in the same folder, flush, fsync, `os.replace`, fsync of the folder."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{owner_tag()}.", suffix=".tmp")
     os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is an ordinary file
     try:
         with os.fdopen(fd, "wb") as f:
@@ -195,15 +203,21 @@ def save_checkpoint(
         finally: os.close(dfd)
     return path
 
+def checkpoint_step(
+    path:str|Path,  # a file written by `save_checkpoint` from `train`
+)->int:             # the step it was saved at
+    "The step of a training checkpoint, read without loading its tensors; any problem raises `CheckpointError`."
+    path = Path(path)
+    try: return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["step"])
+    except Exception as e: raise CheckpointError(_unreadable(path, e)) from None   # not torch's advice to load unsafely
+
 def load_checkpoint(
     path:str|Path,  # a file written by `save_checkpoint` from `train`
 )->dict:            # the checkpoint's contents, tensors on the CPU
     "Read a training checkpoint without running any code from it; any problem raises `CheckpointError`."
     path = Path(path)
     try: state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
-                              "(truncated, corrupted, or holding objects other than tensors and plain containers)") from e
+    except Exception as e: raise CheckpointError(_unreadable(path, e)) from None   # not torch's advice to load unsafely
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a flownb training checkpoint")
     if state.get("version") != CHECKPOINT_VERSION:
@@ -338,7 +352,7 @@ LOG_COLUMNS = ["step", "epoch", "lr", "train_bpd", "train_clean_bpd", "train_adv
 
 def _write_log(path:Path, history:list):
     "Rewrite the CSV log (temporary file, then rename)."
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temporary_path(path)   # unique to this process
     pd.DataFrame(history, columns=LOG_COLUMNS).to_csv(tmp, index=False)
     os.replace(tmp, path)
 
@@ -460,7 +474,7 @@ class _Trainer:
 def _run_loop(tr:_Trainer, ckpt_path, log_path):
     "Steps from `tr.step` to the end: train, log, checkpoint, stop on persistent non-finite steps."
     cfg = tr.cfg
-    bar = tqdm(total=cfg["steps"], initial=tr.step, desc=f"train {cfg['mode']}", disable=not tr.progress or tr.rank != 0)
+    bar = progress_bar(total=cfg["steps"], initial=tr.step, desc=f"train {cfg['mode']}", disable=not tr.progress or tr.rank != 0)
     try:
         while tr.step < cfg["steps"]:
             x, u, seeds = tr.draw(tr.step)
@@ -497,7 +511,7 @@ def train(
     max_grad_norm:float|None=50.0,  # clip the global gradient ℓ2 norm to this; None: no clipping
     test_set=None,              # Dataset or tensor of test images, evaluated every `eval_every` steps (rank 0); None: none
     eval_every:int|None=None,   # steps between log rows; None: preset
-    checkpoint_dir=None,        # folder for checkpoint.pt, log.csv, bad_batch.pt; None: a new temporary folder, no checkpoints
+    checkpoint_dir=None,        # folder for checkpoint.pt, log.csv, bad_batch.pt; None: a scratch folder removed at exit, no checkpoints
     checkpoint_every:int|None=None,  # steps between checkpoints; None: preset
     resume:bool=True,           # continue from checkpoint_dir/checkpoint.pt when it exists
     seed:int=0,                 # seed of every random stream of the run
@@ -515,12 +529,12 @@ def train(
                         checkpoint_every=checkpoint_every, seed=seed, attack_group=attack_group, max_bad_steps=max_bad_steps)
     source = ImageSource(train_set)
     test_images = None if test_set is None else ImageSource(test_set)[torch.arange(len(test_set))]
-    run_dir = Path(checkpoint_dir) if checkpoint_dir is not None else Path(tempfile.mkdtemp(prefix="flownb-train-"))
+    run_dir = Path(checkpoint_dir) if checkpoint_dir is not None else scratch_folder()
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir/"checkpoint.pt" if checkpoint_dir is not None else None
     log_path = run_dir/"log.csv"
-    if rank == 0:   # temporary files of writes cut short by a crash
-        for tmp in run_dir.glob(".checkpoint.pt.*.tmp"): tmp.unlink()
+    if rank == 0:   # temporary files of writes cut short by a process that died (another live process's are left alone)
+        for pattern in (".checkpoint.pt.*.tmp", ".log.csv.*.tmp"): remove_dead_leftovers(run_dir, pattern)
     tr = _Trainer(model, source, cfg, rank, world, run_dir, test_images, progress)
     if resume and ckpt_path is not None and ckpt_path.exists():
         tr.load_state_dict(load_checkpoint(ckpt_path), ckpt_path)

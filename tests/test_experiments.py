@@ -33,11 +33,14 @@ def test_experiment_parameters_cells_name_every_knob(repo_root):
 
 
 def test_table1_runs_with_overrides_and_reuses_its_training(repo_root, venv_bin, tmp_path):
-    "Needs CIFAR-10: torchvision's files in data/ or the mirror in FLOWNB_MIRROR (CI sets it)."
+    "With CIFAR-10 (torchvision's files in data/ or the mirror in FLOWNB_MIRROR, as CI sets it), or digits in its place."
     figures = papermill(repo_root, venv_bin, tmp_path, "05_glow_cifar", "-p", "eps", "4", "-p", "n_test", "5")
     record = json.loads((figures/"table1_glow_cifar10.json").read_text())
     assert record["parameters"]["eps"] == 4 and record["parameters"]["n_test"] == 5 and record["preset"] == "smoke"
-    assert record["data"]["n_test"] == 5 and record["data"]["source"].startswith("mirror:")
+    assert record["data"]["n_test"] == 5
+    data = record["data"]   # CIFAR-10 from torchvision's files or the mirror; else (a fresh machine) digits, labelled
+    assert data["source"] in ("torchvision", "mirror:cifar10-jpeg.tar.gz") or (
+        data["source"] == "scikit-learn" and data["label"].endswith("(substituted for cifar10, not available here)"))
     assert not any(r["reused"] for r in record["runs"].values())
     table = pd.read_csv(figures/"table1_glow_cifar10.csv")
     assert list(table.eps) == [0, 1, 2, 4]

@@ -77,3 +77,4 @@ def test_make_paper_passes_parameters_through(repo_root):
     for piece in ("nbs/$nb.ipynb", "-p preset cpu", "-p eps 8", "-p seed 2"):
         assert piece in line, (piece, line)
     assert "for nb in 00_theory;" in cmd
+    assert "from flownb.experiment import paper_plan" in cmd and "' cpu 00_theory" in cmd   # what it will run and how long, first

@@ -109,9 +109,13 @@ def test_checkpoint_with_pickled_code_is_refused_and_code_not_run(tmp_path, digi
     marker = tmp_path/"code_ran"
     path = tmp_path/"checkpoint.pt"
     torch.save({"format": "flownb.train.checkpoint", "version": 1, "payload": RunsCode(f"open({str(marker)!r}, 'w').close()")}, path)
-    with pytest.raises(CheckpointError, match="cannot read checkpoint"): load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="cannot read checkpoint") as e: load_checkpoint(path)
+    assert "weights_only" not in str(e.value) and "delete it to train afresh" in str(e.value)
     with pytest.raises(CheckpointError):
         train(fresh_glow(), digits[0], steps=2, batch_size=16, checkpoint_dir=tmp_path, progress=False)
+    out = subprocess.run(cli(tmp_path, "--steps", "2"), env=ENV, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and f"CheckpointError: cannot read checkpoint {path}" in out.stderr, out.stderr[-2000:]
+    assert "weights_only" not in out.stderr   # the command line passes on no advice to load it unsafely
     assert not marker.exists()
     torch.load(path, weights_only=False)   # the payload is live: an unsafe load does run it
     assert marker.exists()
