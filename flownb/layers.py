@@ -96,10 +96,14 @@ class ActNorm(nn.Module):
             self.initialized.fill_(True)
         self._ready = True
 
+    @property
+    def ready(self)->bool:
+        "Whether the layer holds its data-dependent initialisation (after the first `True`, read without touching the tensor)."
+        if not self._ready and bool(self.initialized): self._ready = True   # e.g. loaded from a checkpoint
+        return self._ready
+
     def _affine(self, x:Tensor)->Tensor:
-        if not self._ready:
-            if bool(self.initialized): self._ready = True
-            else: self.initialize(x)
+        if not self.ready: self.initialize(x)
         return (x + self.bias) * torch.exp(self.logs)
 
     def forward(self, x:Tensor)->tuple:
@@ -210,9 +214,7 @@ class ActNormConv2d(nn.Module):
         self.norm = ActNormFeatures(out_channels)
 
     def forward(self, x:Tensor)->Tensor:
-        if not self.norm._ready:
-            if bool(self.norm.initialized): self.norm._ready = True   # loaded from a checkpoint: fused from the first call
-            else: return self.norm(self.conv(x))                      # first call: data-dependent initialisation
+        if not self.norm.ready: return self.norm(self.conv(x))     # first call: data-dependent initialisation
         s = torch.exp(self.norm.logs).view(-1)                     # (conv(x) + b) e^s = conv_{w e^s}(x) + b e^s
         return F.conv2d(x, self.conv.weight * s[:, None, None, None], self.norm.bias.view(-1) * s, padding=self.conv.padding)
 

@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['DATASET_SHAPES', 'ARCHITECTURES', 'MODELS', 'check_finite_float', 'check_unit_interval', 'check_images',
            'standard_normal_log_prob', 'ImageFlow', 'GlowStep', 'Glow', 'RealNVP', 'LinearGaussian', 'bits_per_dim',
-           'bits_per_dim_given_noise', 'bits_per_dim_batched', 'model_config', 'build_model', 'count_parameters',
-           'train_step_ms']
+           'dequantized', 'bits_per_dim_given_noise', 'bits_per_dim_batched', 'model_config', 'build_model',
+           'count_parameters']
 
 # %% ../nbs/02_models.ipynb #67ccf4c9
-import math, time
+import math
 import torch
 from torch import nn, Tensor
 from .layers import *
@@ -250,6 +250,13 @@ def bits_per_dim(
     u = draw(torch.rand, x.shape, x, generator) if dequantize else torch.full_like(x, 0.5)
     return bits_per_dim_given_noise(model, x, u)
 
+def dequantized(
+    x:Tensor,  # quantized images in [0,1] (values k/255)
+    u:Tensor,  # offsets in [0,1) within each bin, same shape
+)->Tensor:     # the continuous point `(255x + u)/256` whose density the discrete likelihood bounds
+    "Uniform dequantization of 8-bit images: each value k/255 becomes a point of its bin [k/256, (k+1)/256)."
+    return (x * 255 + u) / 256
+
 def bits_per_dim_given_noise(
     model,     # flow with `log_prob` (nats, per example) on points of [0,1]^D
     x:Tensor,  # quantized images in [0,1] (values k/255), shape (B, C, H, W); not checked here
@@ -257,7 +264,7 @@ def bits_per_dim_given_noise(
 )->Tensor:     # negative log-likelihood in bits per dimension, per image, shape (B,)
     "The discrete NLL in bits/dim at the dequantized point `(255x + u)/256`, for noise drawn by the caller."
     D = x[0].numel()
-    return (D * math.log(256) - model.log_prob((x * 255 + u) / 256)) / (D * math.log(2))
+    return (D * math.log(256) - model.log_prob(dequantized(x, u))) / (D * math.log(2))
 
 # %% ../nbs/02_models.ipynb #72071653
 def bits_per_dim_batched(
@@ -322,18 +329,3 @@ def build_model(
 def count_parameters(model:nn.Module)->int:
     "Number of trainable parameters."
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-def train_step_ms(
-    model:nn.Module,  # image flow
-    x:Tensor,         # a batch of images in [0,1]
-    repeats:int=3,    # timed steps (the median is returned) after one warm-up step
-)->float:             # milliseconds per forward + backward of the mean negative log-likelihood
-    "Median wall time of one forward + backward pass of `-model.log_prob(x).mean()`."
-    times = []
-    for i in range(repeats + 1):
-        t0 = time.perf_counter()
-        loss = -model.log_prob(x).mean()
-        loss.backward()
-        times.append(time.perf_counter() - t0)
-        model.zero_grad(set_to_none=True)
-    return 1000 * sorted(times[1:])[len(times[1:]) // 2]

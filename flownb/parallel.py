@@ -32,7 +32,7 @@ def cpu_workers(
     finally: _forced_workers = before
 
 def _awaits_initialisation(model)->bool:
-    return model is not None and any(isinstance(m, ActNorm) and not (m._ready or bool(m.initialized)) for m in model.modules())
+    return model is not None and any(isinstance(m, ActNorm) and not m.ready for m in model.modules())
 
 def worker_count(
     x:Tensor,          # the batch to split, shape (B, ...)

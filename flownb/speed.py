@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields, asdict
 import torch
 from torch import nn, Tensor
 from .layers import AffineCoupling, AdditiveCoupling, CheckerboardCoupling, ChannelCoupling
-from .models import bits_per_dim, bits_per_dim_given_noise, standard_normal_log_prob
+from .models import bits_per_dim, bits_per_dim_given_noise, standard_normal_log_prob, dequantized
 from .devices import model_device, set_tf32
 
 # %% ../nbs/02c_speed.ipynb #7be47b23
@@ -105,7 +105,7 @@ class GraphedLogProb:
         from flownb.layers import ActNorm
         return (x.is_cuda and torch.is_grad_enabled() and x.requires_grad and not self.model.training
                 and not any(p.requires_grad for p in self.model.parameters())
-                and all(bool(m.initialized) for m in self.model.modules() if isinstance(m, ActNorm)))
+                and all(m.ready for m in self.model.modules() if isinstance(m, ActNorm)))
 
     def __call__(self, x:Tensor)->Tensor:
         if not self._graphable(x): return self.eager(x)
@@ -120,7 +120,7 @@ class GraphedLogProb:
 def _per_image(model, x, u)->tuple:
     "(bits/dim, log-density in nats) per image for given dequantization noise, without gradients."
     with torch.no_grad():
-        point = (x * 255 + u) / 256
+        point = dequantized(x, u)
         return bits_per_dim_given_noise(model, x, u).double().cpu(), model.log_prob(point).double().cpu()
 
 def compare_to_float32(

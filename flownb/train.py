@@ -22,7 +22,7 @@ import torch.distributed as dist
 from .experiment import resolve_preset, progress_bar, scratch_folder
 from .shared_files import owner_tag, temporary_path, remove_dead_leftovers
 from .layers import ActNorm
-from .models import build_model, bits_per_dim_given_noise
+from .models import build_model, bits_per_dim_given_noise, bits_per_dim_batched, dequantized
 from .attacks import pgd
 from .parallel import parameter_gradients
 from .devices import resolve_device, to_device, set_tf32
@@ -129,11 +129,11 @@ def initialize_actnorm(
     generator=None,    # CPU torch.Generator for the dequantization noise
 )->bool:               # True if a forward pass ran (some ActNorm was not initialised)
     "Data-dependent initialisation of the ActNorm layers not initialised yet, from one forward pass on the finite images of `x`."
-    if all(bool(m.initialized) for m in actnorm_layers(model)): return False
+    if all(m.ready for m in actnorm_layers(model)): return False
     x = x[torch.isfinite(x).flatten(1).all(1)]
     if len(x) == 0: raise ValueError("the first batch holds no finite image to initialise ActNorm from")
     u = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-    with torch.no_grad(): model.log_prob((x * 255 + u) / 256)
+    with torch.no_grad(): model.log_prob(dequantized(x, u))
     return True
 
 # %% ../nbs/04_train.ipynb #21d3bfba
@@ -337,16 +337,11 @@ def _check_train_args(mode, eps, attack_steps, steps, batch_size, lr, warmup_ste
 # %% ../nbs/04_train.ipynb #ba4ba0cb
 def _mean_bits_per_dim(model, images:Tensor, seed:int, batch_size:int=500)->float:
     "Mean test bits/dim, noise from the run's `eval` stream restarted, model in eval mode (restored after)."
-    g, total, was_training = stream(seed, "eval"), 0.0, model.training
+    was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        for lo in range(0, len(images), batch_size):
-            xb = images[lo:lo + batch_size]
-            u = torch.rand(xb.shape, generator=g, dtype=xb.dtype)
-            total += float(PerImageBitsPerDim(model)(to_device(xb, device), to_device(u, device)).double().sum())
+    mean = float(bits_per_dim_batched(model, images, stream(seed, "eval"), batch_size).double().mean())
     model.train(was_training)
-    return total / len(images)
+    return mean
 
 LOG_COLUMNS = ["step", "epoch", "lr", "train_bpd", "train_clean_bpd", "train_adv_bpd", "test_bpd", "skipped_steps", "seconds"]
 
