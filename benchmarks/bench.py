@@ -8,15 +8,13 @@ Every time is the median over `--repeats` rounds after a warm-up, in one process
 of the CIFAR-10 shape (3×32×32, float32); the variants compared are called in turn within each round, so the
 machine's drift hits them alike. Definitions, matching the reference figures of benchmarks/README.md:
 - train step: bits/dim with dequantization noise, gradients, Adam step (model in training mode), as
-  `flownb.train` does it: the batch split over the CPU cores (`flownb.parallel.parameter_gradients`) and
-  the fused Adam (`flownb.train.adam`);
+  `flownb.train` does it: one forward and backward over the batch and the fused Adam (`flownb.train.adam`);
 - PGD step: the cost of one more step of `flownb.attacks.pgd` (1 against 1 + k steps, differenced within each
-  round; gradients w.r.t. the input only, the batch split over the cores; never parameter gradients);
+  round; gradients w.r.t. the input only; never parameter gradients);
 - forward: `bits_per_dim` without gradients (`torch.inference_mode`);
 - sweep: `attack_sweep` over ε ∈ {0, 1, 2, 4, 8} with 32 steps (all ε in one batch) against one `pgd` call
   per ε, in image-steps per second.
-Each is also timed for two baselines: the library in one pass (`cpu_workers(1)`, `.backward()`, for-each Adam), and, for the
-GLOW configurations, a plain PyTorch GLOW of the same architecture (benchmarks/plain_glow.py), whose time
+Each is also timed for two baselines: the library's train step with the for-each Adam, and, for the GLOW configurations, a plain PyTorch GLOW of the same architecture (benchmarks/plain_glow.py), whose time
 relative to the reference figures shows how fast the machine is today.
 Prints a table and writes JSON (machine, threads, versions, every number) beside this script.
 """
@@ -27,7 +25,6 @@ import torch
 
 from flownb.attacks import attack_sweep, pgd
 from flownb.models import Glow, RealNVP, bits_per_dim, bits_per_dim_given_noise, build_model, count_parameters
-from flownb.parallel import cpu_workers, parameter_gradients
 from flownb.train import adam
 from plain_glow import PlainGlow, plain_bits_per_dim, plain_pgd_step
 
@@ -102,32 +99,19 @@ def measure(name:str, build, batch:int, repeats:int, pgd_steps:int, sweep:bool)-
     params = list(model.parameters())
     opt, opt_loop = adam(params, lr=1e-4), torch.optim.Adam(params, lr=1e-4)
     g = torch.Generator().manual_seed(1)
-    nll = lambda xc, uc: bits_per_dim_given_noise(model, xc, uc)
-
-    def train_step():              # what flownb.train does
-        model.train(); opt.zero_grad(set_to_none=True)
-        parameter_gradients(nll, params, x, torch.rand(x.shape, generator=g), scale=1 / len(x), model=model); opt.step()
-
-    def train_step_one_pass():     # one pass over the batch, for-each Adam
-        model.train(); opt_loop.zero_grad(set_to_none=True)
-        with cpu_workers(1): bits_per_dim(model, x, generator=g).mean().backward()
-        opt_loop.step()
+    def train_step(optimizer):     # what flownb.train does (with `opt`: its fused Adam)
+        model.train(); optimizer.zero_grad(set_to_none=True)
+        bits_per_dim_given_noise(model, x, torch.rand(x.shape, generator=g)).mean().backward(); optimizer.step()
 
     plain = plain_steps(PLAIN[name], x) if name in PLAIN else {}
-    t = alternated_median_ms({"split": train_step, "one_pass": train_step_one_pass,
+    t = alternated_median_ms({"fused": lambda: train_step(opt), "foreach": lambda: train_step(opt_loop),
                               **({"plain": plain["train"]} if plain else {})}, repeats)
-    out = dict(config=name, batch=batch, parameters=count_parameters(model), workers=torch.get_num_threads(),
-               train_ms=t["split"], train_one_pass_ms=t["one_pass"], **({"train_plain_ms": t["plain"]} if plain else {}))
+    out = dict(config=name, batch=batch, parameters=count_parameters(model), threads=torch.get_num_threads(),
+               train_ms=t["fused"], train_foreach_adam_ms=t["foreach"], **({"train_plain_ms": t["plain"]} if plain else {}))
     model.eval()
-    def one_pass(fn):
-        def run():
-            with cpu_workers(1): fn()
-        return run
     short, long = (lambda: pgd(model, x, 8, steps=1)), (lambda: pgd(model, x, 8, steps=1 + pgd_steps))
-    t = alternated_ms({"short": short, "long": long, "short1": one_pass(short), "long1": one_pass(long),
-                       **({"plain": plain["pgd"]} if plain else {})}, repeats)
+    t = alternated_ms({"short": short, "long": long, **({"plain": plain["pgd"]} if plain else {})}, repeats)
     out["pgd_step_ms"] = paired_slope_ms(t, "short", "long", pgd_steps)
-    out["pgd_step_one_pass_ms"] = paired_slope_ms(t, "short1", "long1", pgd_steps)
     if plain: out["pgd_step_plain_ms"] = statistics.median(t["plain"])
 
     def forward():
@@ -138,8 +122,7 @@ def measure(name:str, build, batch:int, repeats:int, pgd_steps:int, sweep:bool)-
         out["forward_plain_ms"] = t["plain"]
         out.update(train_vs_plain=out["train_ms"] / out["train_plain_ms"], pgd_vs_plain=out["pgd_step_ms"] / out["pgd_step_plain_ms"],
                    forward_vs_plain=out["forward_ms"] / out["forward_plain_ms"])
-    out["train_speedup"] = out["train_one_pass_ms"] / out["train_ms"]
-    out["pgd_speedup"] = out["pgd_step_one_pass_ms"] / out["pgd_step_ms"]
+    out["fused_adam_speedup"] = out["train_foreach_adam_ms"] / out["train_ms"]
     if sweep:
         eps = [0, 1, 2, 4, 8]
         steps = 32

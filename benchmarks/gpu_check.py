@@ -32,10 +32,10 @@ from flownb.models import build_model, bits_per_dim, bits_per_dim_given_noise, c
 from flownb.attacks import pgd
 from flownb.train import train, adam
 from flownb.robustness import (robustness_table, noise_table, ood_table, trio_experiment, trio_budget, trained_flow,
-                               experiment_data, TRIO_BUDGETS, REALNVP_BUDGETS)
+                               experiment_data)
+from flownb.presets import PRESETS, TRIO_BUDGETS, REALNVP_BUDGETS
 from flownb.speed import SpeedOptions, apply_speed, set_tf32, compare_to_float32
 from flownb.hours import projected_hours
-from flownb.experiment import PRESETS
 
 # model key -> (model, dataset whose paper architecture it is, image size, batch size at the paper preset)
 MODELS = {

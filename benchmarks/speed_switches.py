@@ -15,7 +15,8 @@ import torch
 
 from flownb.devices import resolve_device
 from flownb.models import bits_per_dim_given_noise
-from flownb.robustness import experiment_data, initial_flow, run_root, config_key, trio_budget, REALNVP_BUDGETS
+from flownb.robustness import experiment_data, initial_flow, run_root, trio_budget
+from flownb.presets import REALNVP_BUDGETS
 from flownb.speed import SpeedOptions, apply_speed, compare_to_float32
 from flownb.train import load_checkpoint, adam
 
@@ -32,7 +33,6 @@ def load_run(run_dir:Path, device):
 
 def cpu_preset_runs()->list:
     "Run folders of the cpu-preset clean GLOW of Table 1 and clean RealNVP of Table 3 (CelebA), as the notebooks key them."
-    import flownb.robustness as R
     found = []
     for cfg_path in sorted(run_root().glob("*/config.json")):
         c = json.loads(cfg_path.read_text())

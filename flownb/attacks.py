@@ -14,7 +14,6 @@ import torch
 from torch import Tensor
 from .experiment import progress_bar
 from .models import bits_per_dim, bits_per_dim_given_noise, check_finite_float, check_unit_interval
-from .parallel import input_gradient
 from .devices import draw, model_device, to_device
 
 # %% ../nbs/03_attacks.ipynb #c442378b
@@ -152,13 +151,14 @@ def _radius_per_example(eps, x, pixel_scale):
     return r.expand(len(x)).clone() if r.ndim == 0 else r
 
 def _objective_gradient(model, xa, objective, generator, active=None):
-    "Gradient of the summed attack objective at xa (one noise draw), the batch split over CPU cores (`flownb.parallel`); zero outside `active`."
+    "Gradient of the summed attack objective at xa (one noise draw); zero outside `active`."
     rows, noise = (slice(None) if active is None else active), ()
     if objective == "bits_per_dim":
         check_unit_interval(xa)   # once for the batch; the noise is the whole batch's draw, as `bits_per_dim` draws it
         noise = (draw(torch.rand, xa.shape, xa, generator)[rows],)
     f = lambda xc, *u: attack_objective(model, xc, objective, noise=u[0] if u else None)
-    grad = input_gradient(f, xa[rows], *noise, model=model)[1]
+    xr = xa[rows].detach().requires_grad_(True)
+    grad, = torch.autograd.grad(f(xr, *noise).sum(), xr)
     if active is None: return grad
     full = torch.zeros_like(xa); full[active] = grad
     return full

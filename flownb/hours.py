@@ -10,8 +10,8 @@ __all__ = ['TABLE_MODELS', 'table_work', 'projected_hours', 'load_gpu_timings', 
 import json
 from pathlib import Path
 import pandas as pd
-from .experiment import resolve_preset
-from .robustness import TRIO_BUDGETS, TABLE2_EVAL, REALNVP_BUDGETS, eps_sweep
+from .presets import resolve_preset, TRIO_BUDGETS, TABLE2_EVAL, REALNVP_BUDGETS
+from .robustness import eps_sweep
 
 # %% ../nbs/04b_hours.ipynb #68ff48ee
 TABLE_MODELS = {"table1": "glow32", "table2": "glow64", "table3": "realnvp64"}  # the model each table trains, by timing key

@@ -12,7 +12,7 @@ from numbers import Integral, Real
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
-from .experiment import PRESETS
+from .presets import PRESETS
 from .data import DATASETS
 
 # %% ../nbs/04c_parameters.ipynb #b248b73e
