@@ -29,7 +29,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="glow", choices=["glow", "realnvp"])
     ap.add_argument("--dataset", default="cifar10", choices=sorted(DATASET_SHAPES))
-    ap.add_argument("--preset", default="cpu", choices=["smoke", "cpu", "paper"])
+    ap.add_argument("--preset", default="cpu", choices=["smoke", "cpu", "gpu", "paper"])
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=10, help="extra PGD steps whose cost is measured")
     ap.add_argument("--repeats", type=int, default=7)

@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['PRESETS', 'NAMED_ARCHITECTURES', 'ARCHITECTURES', 'TRAIN_PRESETS', 'TRIO_BUDGETS', 'TABLE2_EVAL', 'REALNVP_BUDGETS',
-           'SAMPLES', 'STABILITY', 'resolve_preset', 'architecture', 'architecture_name']
+           'SAMPLES', 'STABILITY', 'THEORY_AUDIT', 'ATTACK_DEMO', 'TRAINING_DEMO', 'resolve_preset', 'architecture',
+           'architecture_name']
 
 # %% ../nbs/00d_presets.ipynb #d2a8dc53
 import torch
@@ -123,3 +124,27 @@ SAMPLES = dict(smoke=4, cpu=128, gpu=500, paper=1000)  # §8.3 (08_adversarial_s
 STABILITY = dict(  # §8.5 (09_stability): training steps of each model, test images, initialisations, noise draws
     smoke=dict(steps=20, n_test=8, n_inits=2, draws=4), cpu=dict(steps=1000, n_test=64, n_inits=3, draws=16),
     gpu=dict(steps=10_000, n_test=256, n_inits=3, draws=16), paper=dict(steps=100_000, n_test=1000, n_inits=5, draws=32))
+
+# %% ../nbs/00d_presets.ipynb #9d0a2e09
+THEORY_AUDIT = dict(  # 00_theory: random instances per audit, Monte Carlo sample sizes
+    smoke=dict(n_cases=200, n_special=60, restarts=64, n_mc=100_000, n_train=20_000),
+    cpu=dict(n_cases=1000, n_special=300, restarts=128, n_mc=1_000_000, n_train=200_000),
+    gpu=dict(n_cases=1000, n_special=300, restarts=128, n_mc=1_000_000, n_train=200_000),
+    paper=dict(n_cases=1000, n_special=300, restarts=128, n_mc=1_000_000, n_train=200_000),
+)
+
+ATTACK_DEMO = dict(  # 03_attacks: train steps of the digits demo flow, audit sizes, attack steps
+    smoke=dict(train_steps=200, audit_cases=12, audit_steps=50, attack_steps=20, n_images=64),
+    cpu=dict(train_steps=2000, audit_cases=60, audit_steps=200, attack_steps=50, n_images=360),
+    gpu=dict(train_steps=2000, audit_cases=60, audit_steps=200, attack_steps=50, n_images=360),
+    paper=dict(train_steps=2000, audit_cases=60, audit_steps=200, attack_steps=50, n_images=360),
+)
+
+TRAINING_DEMO = dict(  # 04_train: the clean / adversarial / hybrid GLOWs on digits
+    smoke=dict(steps=120, batch_size=64, eval_every=20, warmup_steps=20, lr=2e-3, attack_steps=2, eval_attack_steps=10),
+    cpu=dict(steps=2000, batch_size=64, eval_every=100, warmup_steps=200, lr=1e-3, attack_steps=5, eval_attack_steps=20),
+    gpu=dict(**{k: TRAIN_PRESETS["gpu"][k] for k in ("steps", "batch_size", "eval_every", "warmup_steps")},
+             lr=1e-3, attack_steps=10, eval_attack_steps=32),
+    paper=dict(**{k: TRAIN_PRESETS["paper"][k] for k in ("steps", "batch_size", "eval_every", "warmup_steps")},
+               lr=1e-3, attack_steps=10, eval_attack_steps=32),
+)

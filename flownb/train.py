@@ -623,8 +623,9 @@ def main(argv=None)->TrainRun:
 
 # %% ../nbs/04_train.ipynb #ead01aa5
 def cli():
-    "The `flownb-train` command (`main` without its return value, which a console script would print as an error)."
-    main()
+    "The `flownb-train` command: `main`, with a bad option or checkpoint said in one line (and no return value, which a console script would print)."
+    try: main()
+    except ValueError as e: raise SystemExit(f"flownb-train: {e}") from None
 
 # run only as `python -m flownb.train`: a notebook kernel also has __name__ == "__main__", but no __file__
 if __name__ == "__main__" and "__file__" in globals(): main()

@@ -210,3 +210,17 @@ def test_hybrid_keeps_clean_likelihood_and_resists_attack(digits):
     print(f"hybrid model : clean {result['hybrid'][0]:.3f}, under PGD ε=8 {result['hybrid'][1]:.3f} bits/dim")
     assert result["hybrid"][0] < result["clean"][0] + CLEAN_MARGIN
     assert result["hybrid"][1] < result["clean"][1] - ROBUST_MARGIN
+
+
+# --- the command line ------------------------------------------------------------------------------
+
+def test_command_line_is_generated_from_the_training_config(venv_bin):
+    "`flownb-train` (the console script) offers exactly the fields of TrainConfig, plus the model, data and run folder."
+    from dataclasses import fields
+    from flownb.train import TrainConfig
+    out = subprocess.run([str(venv_bin/"flownb-train"), "--help"], env=ENV, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    for f in fields(TrainConfig): assert "--" + f.name.replace("_", "-") in out.stdout, f.name
+    bad = subprocess.run([str(venv_bin/"flownb-train"), "--checkpoint-dir", "x", "--lr", "-1"], env=ENV, capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode != 0 and "lr must be a finite number > 0" in bad.stderr and not (Path("x")/"checkpoint.pt").exists()
