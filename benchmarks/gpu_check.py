@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from flownb.devices import resolve_device, tensors_stay_on, every_module_stays_on
-from flownb.models import build_model, bits_per_dim, bits_per_dim_given_noise, count_parameters, model_config
+from flownb.models import build_model, bits_per_dim_given_noise, count_parameters, model_config
 from flownb.attacks import pgd
 from flownb.train import train, adam
 from flownb.robustness import (robustness_table, noise_table, ood_table, trio_experiment, trio_budget, trained_flow,
@@ -155,12 +155,9 @@ def measure(key:str, arch_preset:str, device, batch:int, switches:list, dry:bool
 
 def switch_quality(trained:Path, device, switches:list)->list:
     "What each switch does to a trained flow (its run folder: checkpoint.pt and config.json; test images in test_images.pt)."
-    from flownb.robustness import initial_flow
-    from flownb.train import load_checkpoint
-    config = json.loads((trained/"config.json").read_text())
-    model = initial_flow({**config, "init_from": None}, None)
-    model.load_state_dict(load_checkpoint(trained/"checkpoint.pt")["model"])
-    model = model.to(device).eval()
+    from flownb.robustness import load_run
+    model, config = load_run(trained)
+    model = model.to(device)
     x = torch.load(trained/"test_images.pt").float() / 255
     rows = []
     if device.type == "cuda":   # the same flow, images, noise and attack generator (a CPU one) on the CPU and on the GPU

@@ -15,20 +15,12 @@ import torch
 
 from flownb.devices import resolve_device
 from flownb.models import bits_per_dim_given_noise
-from flownb.robustness import experiment_data, initial_flow, run_root, trio_budget
+from flownb.robustness import experiment_data, load_run, run_root, trio_budget
 from flownb.presets import REALNVP_BUDGETS
 from flownb.speed import SpeedOptions, apply_speed, compare_to_float32
-from flownb.train import load_checkpoint, adam
+from flownb.train import checkpoint_step, adam
 
 SWITCHES = ["bf16", "channels_last", "compile"]
-
-
-def load_run(run_dir:Path, device):
-    "A trained flow from its run folder, in eval mode on `device`, with its configuration."
-    config = json.loads((run_dir/"config.json").read_text())
-    model = initial_flow({**config, "init_from": None}, None)
-    model.load_state_dict(load_checkpoint(run_dir/"checkpoint.pt")["model"])
-    return model.to(device).eval(), config
 
 
 def cpu_preset_runs()->list:
@@ -39,7 +31,7 @@ def cpu_preset_runs()->list:
         if c["mode"] == "clean" and c["init_seed"] == 0 and c["seed"] == 0 and (
                 (c["model"], c["dataset"], c["steps"]) in {("glow", "cifar10", trio_budget("cpu")["clean_steps"]),
                                                           ("realnvp", "celeba", REALNVP_BUDGETS["cpu"]["steps"])}) \
-                and (cfg_path.parent/"checkpoint.pt").exists() and load_checkpoint(cfg_path.parent/"checkpoint.pt")["step"] == c["steps"]:
+                and (cfg_path.parent/"checkpoint.pt").exists() and checkpoint_step(cfg_path.parent/"checkpoint.pt") == c["steps"]:
             found.append(cfg_path.parent)
     return found
 
@@ -79,7 +71,8 @@ def main(argv=None):
     if not runs: sys.exit("no trained runs: pass run folders, or train the cpu-preset models (make paper NB=05_glow_cifar PRESET=cpu)")
     report = dict(device=str(device), torch=torch.__version__, threads=torch.get_num_threads(), python=platform.python_version(), rows=[])
     for run in runs:
-        model, config = load_run(run, device)
+        model, config = load_run(run)
+        model = model.to(device)
         data = experiment_data(config["dataset"], config["image_size"], 1000, 256)
         x = data["test"].to(device)
         for s in [s for s in args.switches.split(",") if s]:

@@ -7,7 +7,6 @@ __all__ = ['NORMS', 'OBJECTIVES', 'per_example', 'batch_norms', 'project', 'asce
            'attack_objective', 'default_step_size', 'pgd', 'uniform_noise', 'ood_attack', 'attack_sweep']
 
 # %% ../nbs/03_attacks.ipynb #5871d2af
-import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 import torch

@@ -13,7 +13,7 @@ import os, sys, ast, json, time, shutil, hashlib, platform, tempfile, configpars
 from pathlib import Path
 from importlib import metadata
 from tqdm import tqdm
-from .presets import PRESETS, resolve_preset
+from .presets import resolve_preset
 
 # %% ../nbs/00a_experiment.ipynb #6a4a1e39
 def running_under_nbdev_test()->bool:
@@ -101,7 +101,7 @@ def default_results_folder(
     differ = [f"{k}={params[k]!r}" if k in params else f"{k} not given" for k in sorted(set(params) | set(committed))
               if k not in params or k not in committed or params[k] != committed[k]]
     root = repo_root()
-    if root is None: raise ValueError(f"not inside a flownb checkout: pass out_dir")
+    if root is None: raise ValueError("not inside a flownb checkout: pass out_dir")
     if notebook not in COMMITTED_NOTEBOOKS: differ = [f"no results of {notebook} are committed"]
     if not differ: return root/"figures", f"preset {FIGURES_PRESET} with the notebook's defaults: the committed results"
     key = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -80,7 +80,10 @@ def preset_hours_summary(
     path=None,            # GPU-check JSON (default: the newest committed)
 )->str:                   # one line for the notebooks to print
     "The projected hours of Tables 1–3 at a preset, or a line saying there is no measurement to project from."
-    check = load_gpu_timings(path)
+    return _hours_line(load_gpu_timings(path), preset, gpus)
+
+def _hours_line(check:dict, preset:str, gpus:int)->str:
+    "`preset_hours_summary` for a GPU check already read."
     if not check.get("per_image_ms"): return f"no GPU measurement to project the {preset} preset from (run `make gpu-check`)"
     h = projected_hours(check["per_image_ms"], preset, gpus)
     per = h.groupby("table", sort=False).hours.sum()
@@ -112,9 +115,9 @@ def preset_plan(
     device = torch.device(device)
     if preset not in ("gpu", "paper"): return f"preset {preset} on {device}"
     if gpus is None: gpus = torch.cuda.device_count() if device.type == "cuda" else 1
-    line = preset_hours_summary(preset, max(int(gpus), 1), path)
+    check = load_gpu_timings(path)
+    line = _hours_line(check, preset, max(int(gpus), 1))
     if device.type == "cpu" and os.environ.get("FLOWNB_ALLOW_SLOW") != "1":
-        check, slow = load_gpu_timings(path), None
         slow = _cpu_slowdown(check) if check else None
         total = projected_hours(check["per_image_ms"], preset).hours.sum() if check.get("per_image_ms") else None
         estimate = (f"; a 2-core CPU trains this GLOW {slow:.0f}x slower per image, so about {total * slow / 24:,.0f} days here"

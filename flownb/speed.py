@@ -6,12 +6,12 @@
 __all__ = ['COUPLINGS', 'SpeedOptions', 'apply_speed', 'UncheckedLogProb', 'GraphedLogProb', 'compare_to_float32']
 
 # %% ../nbs/02c_speed.ipynb #ec61c6df
-import copy, math
+import copy
 from dataclasses import dataclass, fields, asdict
 import torch
 from torch import nn, Tensor
 from .layers import AffineCoupling, AdditiveCoupling, CheckerboardCoupling, ChannelCoupling
-from .models import bits_per_dim, bits_per_dim_given_noise, standard_normal_log_prob, dequantized
+from .models import bits_per_dim_given_noise, standard_normal_log_prob, dequantized
 from .devices import model_device, set_tf32
 
 # %% ../nbs/02c_speed.ipynb #7be47b23

@@ -12,7 +12,7 @@ __all__ = ['MODES', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'CHECKPOINT_KEYS'
 
 # %% ../nbs/04_train.ipynb #d18aaf7e
 import os, json, math, time, pickle, random, hashlib, tempfile, argparse
-from dataclasses import dataclass, field, fields, asdict
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 import numpy as np
 import pandas as pd
