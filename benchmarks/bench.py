@@ -18,7 +18,7 @@ Each is also timed for two baselines: the library's train step with the for-each
 relative to the reference figures shows how fast the machine is today.
 Prints a table and writes JSON (machine, threads, versions, every number) beside this script.
 """
-import argparse, json, os, platform, statistics, time
+import argparse, json, os, platform, statistics
 from pathlib import Path
 
 import torch
@@ -27,6 +27,7 @@ from flownb.attacks import attack_sweep, pgd
 from flownb.models import Glow, RealNVP, bits_per_dim, bits_per_dim_given_noise, build_model, count_parameters
 from flownb.train import adam
 from plain_glow import PlainGlow, plain_bits_per_dim, plain_pgd_step
+from timing import alternated_ms, alternated_median_ms, paired_slope_ms
 
 REFERENCE_MS = {  # public PyTorch implementations on this 2-core CPU, batch 16, 2 threads (benchmarks/README.md)
     "glow-h128": dict(train=171, pgd=97, forward=44),
@@ -47,27 +48,6 @@ def configurations()->dict:
         "glow-paper-preset": lambda: build_model("glow", "cifar10", "paper"),
         "realnvp-paper-preset": lambda: build_model("realnvp", "cifar10", "paper"),
     }
-
-def median_ms(fn, repeats:int)->float:
-    "Median wall time of fn() in milliseconds, after one warm-up call."
-    return alternated_median_ms({"": fn}, repeats)[""]
-
-def alternated_ms(fns:dict, repeats:int)->dict:
-    "name -> wall times (ms) of each function over `repeats` rounds; in each round every function is called in turn (after one warm-up round), so drift hits all alike."
-    for fn in fns.values(): fn()
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t = time.perf_counter(); fn(); times[k].append(1e3 * (time.perf_counter() - t))
-    return times
-
-def alternated_median_ms(fns:dict, repeats:int)->dict:
-    "name -> median wall time (ms) of each function, called in turn (see `alternated_ms`)."
-    return {k: statistics.median(v) for k, v in alternated_ms(fns, repeats).items()}
-
-def paired_slope_ms(times:dict, short:str, long:str, extra_steps:int)->float:
-    "Median over rounds of (long - short) / extra_steps: the cost of one more step, differenced within each round."
-    return statistics.median((l - s) / extra_steps for s, l in zip(times[short], times[long]))
 
 def images(batch:int, seed:int=0)->torch.Tensor:
     g = torch.Generator().manual_seed(seed)

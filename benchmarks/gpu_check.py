@@ -31,8 +31,9 @@ from flownb.devices import resolve_device, tensors_stay_on, every_module_stays_o
 from flownb.models import build_model, bits_per_dim_given_noise, count_parameters, model_config
 from flownb.attacks import pgd
 from flownb.train import train, adam
-from flownb.robustness import (robustness_table, noise_table, ood_table, trio_experiment, trio_budget, trained_flow,
-                               experiment_data)
+from flownb.evaluation import robustness_table, noise_table, ood_table
+from flownb.robustness import trio_experiment, trio_budget
+from flownb.runs import trained_flow, experiment_data
 from flownb.presets import PRESETS, TRIO_BUDGETS, REALNVP_BUDGETS
 from flownb.speed import SpeedOptions, apply_speed, set_tf32, compare_to_float32
 from flownb.hours import projected_hours
@@ -155,7 +156,7 @@ def measure(key:str, arch_preset:str, device, batch:int, switches:list, dry:bool
 
 def switch_quality(trained:Path, device, switches:list)->list:
     "What each switch does to a trained flow (its run folder: checkpoint.pt and config.json; test images in test_images.pt)."
-    from flownb.robustness import load_run
+    from flownb.runs import load_run
     model, config = load_run(trained)
     model = model.to(device)
     x = torch.load(trained/"test_images.pt").float() / 255

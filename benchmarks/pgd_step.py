@@ -7,22 +7,14 @@ input only (parameters frozen), one PGD step (from the slope of pgd's wall time 
 and `steps=1+k`), and their ratio, measured in one process so that the ratio is meaningful on a
 noisy machine.
 """
-import argparse, json, platform, statistics, time
+import argparse, json, platform
 from pathlib import Path
 
 import torch
 
 from flownb.attacks import frozen, pgd
 from flownb.models import bits_per_dim, build_model, count_parameters, DATASET_SHAPES
-
-
-def median_seconds(fn, repeats):
-    "Median wall time of `fn()` over `repeats` calls, after one warm-up call."
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter(); fn(); times.append(time.perf_counter() - t)
-    return statistics.median(times)
+from timing import median_ms
 
 
 def main():
@@ -48,9 +40,9 @@ def main():
             xi = x.clone().requires_grad_(True)
             torch.autograd.grad(bits_per_dim(model, xi).sum(), xi)
 
-    floor = median_seconds(forward_backward_input, args.repeats)
-    short = median_seconds(lambda: pgd(model, x, 8, steps=1), args.repeats)
-    long = median_seconds(lambda: pgd(model, x, 8, steps=1 + args.steps), args.repeats)
+    floor = median_ms(forward_backward_input, args.repeats) / 1e3
+    short = median_ms(lambda: pgd(model, x, 8, steps=1), args.repeats) / 1e3
+    long = median_ms(lambda: pgd(model, x, 8, steps=1 + args.steps), args.repeats) / 1e3
     step = (long - short)/args.steps
     result = dict(model=args.model, dataset=args.dataset, preset=args.preset, batch=args.batch,
                   parameters=count_parameters(model), threads=torch.get_num_threads(),

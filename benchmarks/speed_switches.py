@@ -15,10 +15,13 @@ import torch
 
 from flownb.devices import resolve_device
 from flownb.models import bits_per_dim_given_noise
-from flownb.robustness import experiment_data, load_run, run_root, trio_budget
+from flownb.runs import experiment_data, load_run, run_root
+from flownb.robustness import trio_budget
 from flownb.presets import REALNVP_BUDGETS
 from flownb.speed import SpeedOptions, apply_speed, compare_to_float32
-from flownb.train import checkpoint_step, adam
+from flownb.checkpoints import checkpoint_step
+from flownb.train import adam
+from timing import alternated_median_ms
 
 SWITCHES = ["bf16", "channels_last", "compile"]
 
@@ -38,7 +41,7 @@ def cpu_preset_runs()->list:
 
 def step_ms(model, x, switch, rounds:int=5)->dict:
     "Median ms of a PGD step and a training step at x's batch, float32 against the switch, the two interleaved."
-    import copy, statistics
+    import copy
     variants = {"float32": copy.deepcopy(model), switch: apply_speed(copy.deepcopy(model), SpeedOptions.parse(switch))}
     u = torch.rand(x.shape, generator=torch.Generator().manual_seed(0))
     def pgd_step(m):
@@ -49,13 +52,10 @@ def step_ms(model, x, switch, rounds:int=5)->dict:
         for p in m.parameters(): p.requires_grad_(True)
         m.train(); opt.zero_grad(set_to_none=True); bits_per_dim_given_noise(m, x, u).mean().backward(); opt.step(); m.eval()
     opts = {k: adam(m.parameters(), 1e-5) for k, m in variants.items()}
-    times = {f"{k} {kind}": [] for k in variants for kind in ("pgd", "train")}
-    for r in range(rounds + 2):   # two warm-up rounds (compilation happens there)
-        for k, m in variants.items():
-            for kind, fn in (("pgd", lambda: pgd_step(m)), ("train", lambda: train_step(m, opts[k]))):
-                t = time.perf_counter(); fn(); dt = (time.perf_counter() - t) * 1000
-                if r >= 2: times[f"{k} {kind}"].append(dt)
-    return {k: round(statistics.median(v), 2) for k, v in times.items()}
+    fns = {f"{k} {kind}": (lambda m=m: pgd_step(m)) if kind == "pgd" else (lambda m=m, k=k: train_step(m, opts[k]))
+           for k, m in variants.items() for kind in ("pgd", "train")}
+    medians = alternated_median_ms(fns, rounds, warmup_rounds=2)   # two warm-up rounds (compilation happens there)
+    return {k: round(v, 2) for k, v in medians.items()}
 
 
 def main(argv=None):

@@ -14,6 +14,7 @@ from torch import Tensor
 from .experiment import progress_bar
 from .models import bits_per_dim, bits_per_dim_given_noise, check_finite_float, check_unit_interval
 from .devices import draw, model_device, to_device
+from .checks import check_integer, check_number
 
 # %% ../nbs/03_attacks.ipynb #c442378b
 NORMS = ("linf", "l2")
@@ -136,10 +137,8 @@ def _check_attack_args(x, eps, steps, norm, restarts, eot, clip, pixel_scale, ob
         raise ValueError("objective 'bits_per_dim' is defined for images in [0, 1]: keep clip=(0, 1), or use objective='nll' for unbounded vectors")
     e = torch.as_tensor(eps, dtype=torch.float64)
     if not bool(torch.isfinite(e).all()) or bool((e < 0).any()): raise ValueError(f"eps must be finite and >= 0, got {eps!r}")
-    if isinstance(steps, bool) or not float(steps).is_integer() or steps < 0: raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
-    if int(restarts) != restarts or restarts < 1: raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}")
-    if int(eot) != eot or eot < 1: raise ValueError(f"eot must be an integer >= 1, got {eot!r}")
-    if not pixel_scale > 0: raise ValueError(f"pixel_scale must be > 0, got {pixel_scale!r}")
+    check_integer("steps", steps, 0); check_integer("restarts", restarts, 1); check_integer("eot", eot, 1)
+    check_number("pixel_scale", pixel_scale, above=0)
     if clip is not None:
         lo, hi = clip
         if bool(x.min() < lo) or bool(x.max() > hi): raise ValueError(f"x has values outside clip range [{lo}, {hi}]: images must be in [0, 1] (pixel / 255)")

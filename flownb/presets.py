@@ -140,7 +140,7 @@ ATTACK_DEMO = dict(  # 03_attacks: train steps of the digits demo flow, audit si
     paper=dict(train_steps=2000, audit_cases=60, audit_steps=200, attack_steps=50, n_images=360),
 )
 
-TRAINING_DEMO = dict(  # 04_train: the clean / adversarial / hybrid GLOWs on digits
+TRAINING_DEMO = dict(  # 04e_train: the clean / adversarial / hybrid GLOWs on digits
     smoke=dict(steps=120, batch_size=64, eval_every=20, warmup_steps=20, lr=2e-3, attack_steps=2, eval_attack_steps=10),
     cpu=dict(steps=2000, batch_size=64, eval_every=100, warmup_steps=200, lr=1e-3, attack_steps=5, eval_attack_steps=20),
     gpu=dict(**{k: TRAIN_PRESETS["gpu"][k] for k in ("steps", "batch_size", "eval_every", "warmup_steps")},

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from flownb.devices import every_module_stays_on, OffDeviceTensor
-from flownb.robustness import experiment_data, trained_flow, trio_budget, trio_experiment
+from flownb.runs import experiment_data, trained_flow
+from flownb.robustness import trio_budget, trio_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),

@@ -12,8 +12,9 @@ import torch
 
 from flownb.data import sha256_file
 from flownb.shared_files import owner_tag
-from flownb.robustness import experiment_data, trained_flow
-from flownb.train import train, CheckpointError
+from flownb.runs import experiment_data, trained_flow
+from flownb.train import train
+from flownb.checkpoints import CheckpointError
 from flownb.models import build_model
 
 REPO = Path(__file__).resolve().parents[1]

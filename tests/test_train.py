@@ -8,8 +8,9 @@ import torch
 from flownb.data import load_dataset
 from flownb.models import build_model
 from flownb.attacks import attack_sweep
-from flownb.train import (train, load_checkpoint, initialize_actnorm, CheckpointError, NonFiniteTrainingError,
-                          ImageSource)
+from flownb.train import train, initialize_actnorm, NonFiniteTrainingError
+from flownb.checkpoints import load_checkpoint, CheckpointError
+from flownb.batches import ImageSource
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
@@ -217,7 +218,7 @@ def test_hybrid_keeps_clean_likelihood_and_resists_attack(digits):
 def test_command_line_is_generated_from_the_training_config(venv_bin):
     "`flownb-train` (the console script) offers exactly the fields of TrainConfig, plus the model, data and run folder."
     from dataclasses import fields
-    from flownb.train import TrainConfig
+    from flownb.train_config import TrainConfig
     out = subprocess.run([str(venv_bin/"flownb-train"), "--help"], env=ENV, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     for f in fields(TrainConfig): assert "--" + f.name.replace("_", "-") in out.stdout, f.name
