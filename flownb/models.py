@@ -98,8 +98,12 @@ class GlowStep(FlowSequential):
         super().__init__(ActNorm(channels), InvConv1x1LU(channels) if lu else InvConv1x1(channels),
                          AffineCoupling(channels, hidden) if affine else AdditiveCoupling(channels, hidden))
 
+def _top_prior(channels:int, prior:str, log_scale_max:float)->nn.Module:
+    if prior == "fixed": return FixedPrior()
+    return LearnedPrior(channels, log_scale_max if prior == "bounded" else None)
+
 class Glow(ImageFlow):
-    "GLOW (Kingma & Dhariwal 2018): L levels of [squeeze, K steps, split with learned prior], learned top prior."
+    "GLOW (Kingma & Dhariwal 2018): L levels of [squeeze, K steps, split with a prior on the factored-out half], a prior on the top latent."
     def __init__(self,
                  in_channels:int=3,   # image channels
                  image_size:int=32,   # image height = width; divisible by 2**levels
@@ -108,8 +112,11 @@ class Glow(ImageFlow):
                  hidden:int=512,      # hidden channels of the coupling networks
                  affine:bool=True,    # affine couplings (else additive)
                  lu:bool=True,        # LU-decomposed 1×1 convolutions
+                 prior:str="learned", # split and top priors: 'learned', 'bounded' or 'fixed' (`flownb.layers.SPLIT_PRIORS`)
+                 log_scale_max:float=LOG_SCALE_MAX,  # the bound |log σ| < B of the 'bounded' priors
                 ):
         super().__init__()
+        check_prior(prior, log_scale_max)
         if levels < 1 or image_size % 2**levels:
             raise ValueError(f"image_size {image_size} must be divisible by 2**levels = {2**levels}")
         self.in_channels, self.image_size = in_channels, image_size
@@ -120,10 +127,10 @@ class Glow(ImageFlow):
             C, S = 4 * C, S // 2
             self.levels.append(FlowSequential(*[GlowStep(C, hidden, affine, lu) for _ in range(depth)]))
             if i < levels - 1:
-                self.splits.append(Split(C))
+                self.splits.append(Split(C, prior, log_scale_max))
                 self.latent_shapes.append((C - C // 2, S, S))
                 C = C // 2
-        self.prior = LearnedPrior(C)
+        self.prior = _top_prior(C, prior, log_scale_max)
         self.latent_shapes.append((C, S, S))
 
     def _forward(self, x:Tensor)->tuple:
@@ -170,7 +177,7 @@ class RealNVP(ImageFlow):
                 *[CheckerboardCoupling(C, h, blocks, parity=j % 2) for j in range(3)], Squeeze(),
                 *[ChannelCoupling(4 * C, h, blocks, parity=j % 2) for j in range(3)]))
             C, S = 4 * C, S // 2
-            self.splits.append(Split(C, learned_prior=False))
+            self.splits.append(Split(C, prior="fixed"))
             self.latent_shapes.append((C - C // 2, S, S))
             C = C // 2
         self.final = FlowSequential(*[CheckerboardCoupling(C, hidden * 2**(scales - 1), blocks, parity=j % 2) for j in range(4)])
