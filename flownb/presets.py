@@ -174,7 +174,7 @@ TRAINING_DEMO = dict(  # 04e_train: the clean / adversarial / hybrid GLOWs on di
                lr=1e-3, attack_steps=10, eval_attack_steps=32),
 )
 
-NLL_TERMS_DEMO = dict(  # 02b_nll_terms: one GLOW per prior ('learned', 'bounded', 'fixed'), trained and attacked
+NLL_TERMS_DEMO = dict(  # 02c_nll_terms: one GLOW per prior ('learned', 'bounded', 'fixed'), trained and attacked
     smoke=dict(steps=100, batch_size=64, warmup_steps=10, lr=2e-3, attack_steps=10, n_images=8),
     cpu=dict(steps=2000, batch_size=64, warmup_steps=200, lr=1e-3, attack_steps=32, n_images=64),
     gpu=dict(steps=2000, batch_size=64, warmup_steps=200, lr=1e-3, attack_steps=32, n_images=256),
