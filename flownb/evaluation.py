@@ -35,6 +35,7 @@ def _row(model, eps, bpd:Tensor, **extra)->dict:
                 bpd_std=float(f.std()) if len(f) > 1 else float("nan"),
                 bpd_sem=float(f.std() / math.sqrt(len(f))) if len(f) > 1 else float("nan"),
                 bpd_median=float(f.median()) if len(f) else float("nan"),
+                bpd_q25=float(f.quantile(0.25)) if len(f) else float("nan"), bpd_q75=float(f.quantile(0.75)) if len(f) else float("nan"),
                 n=int(len(v)), n_nonfinite=int((~fin).sum()), **extra)
 
 def robustness_table(
@@ -46,12 +47,14 @@ def robustness_table(
     seed:int=0,             # attack and evaluation seed
     keep:int=8,             # attacked images kept per model and ε (the first ones), for figures
     progress:bool=True,     # tqdm bars
-)->tuple:                   # (DataFrame: model, eps, bpd_mean, bpd_std, bpd_sem, bpd_median, n, n_nonfinite, steps; {label: {'x': (E,keep,C,H,W), 'bpd': (E,N)}})
+    quantize:bool=True,     # evaluate valid 8-bit images (values k/255, inside the ball): bits/dim is defined for them
+    **pgd_kwargs,           # passed to `pgd` (step_size, restarts, eot, ...)
+)->tuple:                   # (DataFrame: model, eps, bpd_mean, bpd_std, bpd_sem, bpd_median, bpd_q25, bpd_q75, n, n_nonfinite, steps; {label: {'x': (E,keep,C,H,W), 'bpd': (E,N)}})
     "Bits/dim of every model under an ℓ∞ PGD attack at every ε."
     rows, sweeps = [], {}
     for label, m in models.items():
         m = getattr(m, "model", m)
-        s = attack_sweep(m, x, eps_list, steps, batch_size=batch_size, seed=seed, progress=progress)
+        s = attack_sweep(m, x, eps_list, steps, batch_size=batch_size, seed=seed, progress=progress, quantize=quantize, **pgd_kwargs)
         sweeps[label] = dict(x=s["x_adv"][:, :keep].clone(), bpd=s["bpd"])
         rows += [_row(label, e, s["bpd"][i], steps=steps) for i, e in enumerate(eps_list)]
     return pd.DataFrame(rows), sweeps
@@ -83,6 +86,7 @@ def ood_table(
     eps_list:list,          # attack radii in pixel units
     steps:int=100,          # PGD iterations (the paper: 100)
     seed:int=0,             # seed of the noise images and the attack
+    quantize:bool=True,     # the attacked noise images are valid 8-bit images
 )->tuple:                   # (DataFrame like `robustness_table`'s, {label: {'x': (E,n,C,H,W), 'bpd': (E,n)}})
     "Out-of-distribution attack: bits/dim of uniform-noise images after lowering their NLL within each ε."
     rows, images = [], {}
@@ -90,7 +94,7 @@ def ood_table(
         m = getattr(m, "model", m)
         xs, bpds = [], []
         for e in eps_list:
-            noise, adv = ood_attack(m, n, shape, e, steps=steps, seed=seed)
+            noise, adv = ood_attack(m, n, shape, e, steps=steps, seed=seed, quantize=quantize)
             bpd = bits_per_dim_batched(m, adv, torch.Generator().manual_seed(seed + 1), len(adv))
             rows.append(_row(label, e, bpd, steps=steps)); xs.append(adv.cpu()); bpds.append(bpd)
         images[label] = dict(x=torch.stack(xs), bpd=torch.stack(bpds))
@@ -105,12 +109,13 @@ def iteration_table(
     batch_size:int=64,    # test images per pass
     seed:int=0,           # attack and evaluation seed
     progress:bool=True,   # tqdm bars
+    step_size=None,       # pixel units per PGD step, the same for every m; None: 2.5 ε/m, another step for each m
 )->tuple:                 # (DataFrame with one row per model and iteration count, column `steps`; {(label, m): sweep})
     "Bits/dim of every model after m PGD iterations at a fixed ε, for each m."
     frames, sweeps = [], {}
     for m in iterations:
         t, s = robustness_table(models, x, [eps if m > 0 else 0], max(int(m), 1), batch_size=batch_size, seed=seed,
-                                progress=progress)
+                                progress=progress, step_size=step_size)
         frames.append(t.assign(eps=float(eps), steps=int(m)))
         sweeps.update({(label, int(m)): v for label, v in s.items()})
     return pd.concat(frames, ignore_index=True), sweeps

@@ -76,6 +76,7 @@ RULES = dict(  # parameter name -> what it allows, the same in every notebook th
     temperatures=Rule("a non-empty list of numbers > 0",
                       lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(is_number(t) and t > 0 for t in v)),
     seed=Rule("an integer >= 0", lambda v: is_integer(v) and v >= 0),
+    step_size=Rule("a number of pixel units > 0", lambda v: is_number(v) and v > 0),
     device=Rule("'auto' (CUDA when visible), 'cpu', 'cuda' or 'cuda:<index>'",
                 lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", v) is not None),
     gpus=optional_integer(1, "every visible GPU; 1 on a CPU"),

@@ -17,7 +17,10 @@ def beside_paper(
     paper:dict,            # model label -> {index value: paper's bits/dim}
     index:str="eps",       # the row variable
     labels:dict|None=None, # model label -> column title (default: the label)
-)->pd.DataFrame:           # rows `index`; columns '<title> (ours)', '<title> (paper)' per model
+    ours_label:str="ours",   # what our columns say in brackets, e.g. 'ours, celeba' where the data differ from the paper's
+    paper_label:str="paper", # what the paper's columns say, e.g. 'paper, lsun_bedroom'
+    median:bool=True,      # also the median of ours (column '<title> (<ours_label>, median)'), where `ours` has `bpd_median`
+)->pd.DataFrame:           # rows `index`; columns '<title> (ours)', '<title> (paper)' [, '<title> (ours, median)'] per model
     "Our table in the paper's layout, the paper's value beside each of ours."
     def key(v):  # 8, 8.0 and '8' are the same row; other labels stay strings
         try: return float(v)
@@ -28,10 +31,11 @@ def beside_paper(
     out.index.name = index
     for model in ours.model.unique():
         title = labels.get(model, model)
-        ours_m = ours[ours.model == model].set_index(index).bpd_mean
-        out[f"{title} (ours)"] = ours_m.reindex(out.index)
+        ours_m = ours[ours.model == model].set_index(index)
+        out[f"{title} ({ours_label})"] = ours_m.bpd_mean.reindex(out.index)
         ref = {key(k): v for k, v in paper.get(model, {}).items()}
-        out[f"{title} (paper)"] = [ref.get(key(i), np.nan) for i in out.index]
+        out[f"{title} ({paper_label})"] = [ref.get(key(i), np.nan) for i in out.index]
+        if median and "bpd_median" in ours_m: out[f"{title} ({ours_label}, median)"] = ours_m.bpd_median.reindex(out.index)
     return out
 
 # %% ../nbs/04i_results.ipynb #1f732856

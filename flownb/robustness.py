@@ -128,6 +128,7 @@ def trio_experiment(
     progress:bool=True,   # tqdm bars
     device="auto",        # where the flows train and are evaluated
     gpus:int|None=None,   # training processes (`trained_flow`)
+    paper_dataset:str|None=None,  # the data set of the paper's table; where ours differs, the columns name both
 )->dict:                  # data, runs, long, table, claims, figures (name -> matplotlib figure), timings
     "Train (or load) the clean / adversarial / hybrid flows and evaluate them as the paper's Tables 1-2 and Figs 1, 4, 5 do."
     import matplotlib.pyplot as plt
@@ -145,7 +146,9 @@ def trio_experiment(
     timings["baselines (s)"] = round(time.time() - t, 1)
     long = pd.concat([attack.assign(kind="attack"), noise_df.assign(kind="uniform noise"), ood_df.assign(kind="ood attack")],
                      ignore_index=True)
-    table = beside_paper(attack, paper, labels=dict(clean="Clean", adversarial="Adv.", hybrid="Hybrid"))
+    differ = paper_dataset is not None and paper_dataset != data["dataset"]
+    brackets = dict(ours_label=f"ours, {data['dataset']}", paper_label=f"paper, {paper_dataset}") if differ else {}
+    table = beside_paper(attack, paper, labels=dict(clean="Clean", adversarial="Adv.", hybrid="Hybrid"), **brackets)
     clean_q95 = float(sweeps["clean"]["bpd"][0].double().nanquantile(0.95))
     caption = f"{model_name.upper()}, {data['label']}; preset {preset}"
     figures = {
