@@ -3,6 +3,8 @@
 #   make paper   create .venv if absent, install, regenerate the paper's tables and figures into figures/
 #   make gpu-check   on a CUDA machine: check it and project the hours of the paper's tables (~8 min)
 #                (PRESET=auto: paper preset on CUDA, cpu preset otherwise)
+#   make docs    the docs site in _docs/ (Quarto's nbdev_docs if installed, else nbconvert), checked in headless Chromium
+#   make executed-library PRESET=cpu   run the library notebooks and keep their outputs in nbs/
 # Examples:  make paper NB=00_theory        make paper NB=05_glow_cifar EPS=8 PRESET=cpu
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -13,6 +15,9 @@ PRESET ?= auto
 PAPER_NBS ?= 00_theory 05_glow_cifar 06_glow_lsun 07_realnvp 08_adversarial_samples 09_stability 10_report
 # executed copies of the notebooks land here (git-ignored)
 RUN_DIR ?= runs/notebooks
+# library notebooks `make executed-library` runs (00_theory is make paper's)
+LIBRARY_NBS ?= $(filter-out 00_theory,$(basename $(notdir $(wildcard nbs/0[0-4]*.ipynb))))
+CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser || command -v google-chrome)
 
 # papermill parameters: PRESET always; the others only when given on the command line
 PARAMS := -p preset $(PRESET)
@@ -39,7 +44,7 @@ PARAMS += $(PAPERMILL_ARGS)
 
 NOTEBOOKS := $(if $(NB),$(basename $(notdir $(NB))),$(PAPER_NBS))
 
-.PHONY: install test paper gpu-check clean-venv
+.PHONY: install test paper gpu-check docs chromium executed-library clean-venv
 
 $(BIN)/.installed: settings.ini setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,12 +59,38 @@ test: install
 	OMP_NUM_THREADS=1 FLOWNB_PRESET=smoke $(BIN)/nbdev_test --timing
 	$(BIN)/python -m pytest tests/ -q
 
+# papermill runs without MPLBACKEND (the kernel's inline backend puts the figures into the executed notebooks); each executed
+# notebook goes back over its source in nbs/ only when its results went to figures/ (flownb.executed)
 paper: install
 	@$(BIN)/python -c 'import sys; from flownb.experiment import paper_plan; print(paper_plan(sys.argv[1], sys.argv[2:]))' $(PRESET) $(NOTEBOOKS)
 	mkdir -p $(RUN_DIR)
 	for nb in $(NOTEBOOKS); do \
-	  $(BIN)/papermill nbs/$$nb.ipynb $(RUN_DIR)/$$nb.ipynb $(PARAMS) || exit 1; \
+	  env -u MPLBACKEND $(BIN)/papermill nbs/$$nb.ipynb $(RUN_DIR)/$$nb.ipynb $(PARAMS) || exit 1; \
+	  $(BIN)/python -m flownb.executed $(RUN_DIR)/$$nb.ipynb nbs/$$nb.ipynb || exit 1; \
 	done
+
+# the library notebooks with their outputs, run as nbdev_test runs them (IN_TEST=1: what they write goes to a scratch
+# folder, never figures/ or runs/) at PRESET; each executed copy replaces its source in nbs/ unless PRESET is smoke
+executed-library: install
+	mkdir -p $(RUN_DIR)/library
+	for nb in $(LIBRARY_NBS); do \
+	  env -u MPLBACKEND IN_TEST=1 FLOWNB_PRESET=$(PRESET) $(BIN)/papermill --cwd nbs nbs/$$nb.ipynb $(RUN_DIR)/library/$$nb.ipynb || exit 1; \
+	  $(BIN)/python -m flownb.executed $(RUN_DIR)/library/$$nb.ipynb nbs/$$nb.ipynb --preset $(PRESET) || exit 1; \
+	done
+
+# headless Chromium for the docs check: installed with apt-get when absent and run as root (~20 s on Debian 12)
+chromium:
+	@if [ -z "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else echo "no Chromium, and not root: install it (apt-get install chromium) or set CHROMIUM=/path/to/chrome"; fi; \
+	fi
+
+# the docs site in _docs/: nbdev_docs (Quarto) where quarto is installed, else every notebook of nbs/ rendered by nbconvert
+# (flownb.docs_site) and each page opened in headless Chromium: images loaded, sidebar complete, no traceback
+docs: install chromium
+	if command -v quarto >/dev/null; then $(BIN)/nbdev_docs; \
+	else $(BIN)/python -m flownb.docs_site --out _docs --check; fi
 
 # checks a GPU machine (placement, timings with each speed switch, projected hours of Tables 1-3); GPU_CHECK_ARGS=--dry-run on a CPU
 gpu-check: install
