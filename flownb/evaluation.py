@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['eps_sweep', 'robustness_table', 'noise_table', 'ood_table', 'iteration_table', 'cross_likelihood_table',
-           'dequantization_spread', 'mean_ci']
+           'dequantization_spread', 'mean_ci', 'welch_difference']
 
 # %% ../nbs/04h_evaluation.ipynb #50cb0c19
 import math
@@ -172,3 +172,17 @@ def mean_ci(
     if len(v) < 2: return m, m, m
     h = float(stats.t.ppf((1 + level) / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
     return m, m - h, m + h
+
+# %% ../nbs/04h_evaluation.ipynb #f7940c31
+def welch_difference(
+    a,                    # values of group a, one per independent run
+    b,                    # values of group b
+    level:float=0.95,     # confidence level
+)->dict:                  # diff (mean a - mean b), lower, upper, p (two-sided), n_a, n_b
+    "Difference of two means with Welch's t confidence interval and p-value."
+    from scipy import stats
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 2 or len(b) < 2: raise ValueError(f"each group needs >= 2 values, got {len(a)} and {len(b)}")
+    r = stats.ttest_ind(a, b, equal_var=False)
+    ci = r.confidence_interval(level)
+    return dict(diff=float(a.mean() - b.mean()), lower=float(ci.low), upper=float(ci.high), p=float(r.pvalue), n_a=len(a), n_b=len(b))
