@@ -126,7 +126,7 @@ def attack_objective(
     if noise is not None: return bits_per_dim_given_noise(model, x, noise)
     return bits_per_dim(model, x, dequantize=dequantize, generator=generator)
 
-# %% ../nbs/03_attacks.ipynb #46c7867b
+# %% ../nbs/03_attacks.ipynb #cc502217
 def _check_attack_args(x, eps, steps, norm, restarts, eot, clip, pixel_scale, objective="bits_per_dim"):
     "One clear ValueError for each kind of bad argument."
     if not isinstance(x, Tensor): raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
@@ -148,6 +148,7 @@ def _radius_per_example(eps, x, pixel_scale):
     r = torch.as_tensor(eps, dtype=x.dtype, device=x.device)/pixel_scale
     return r.expand(len(x)).clone() if r.ndim == 0 else r
 
+# %% ../nbs/03_attacks.ipynb #e0e2ec64
 def _objective_gradient(model, xa, objective, generator, active=None):
     "Gradient of the summed attack objective at xa (one noise draw); zero outside `active`."
     rows, noise = (slice(None) if active is None else active), ()
@@ -161,6 +162,11 @@ def _objective_gradient(model, xa, objective, generator, active=None):
     full = torch.zeros_like(xa); full[active] = grad
     return full
 
+def _score(model, xa, objective, sign):
+    "Deterministic per-example score: the NLL (bin centres for images), signed so that larger is better."
+    with torch.no_grad(): return sign*attack_objective(model, xa, objective, dequantize=False)
+
+# %% ../nbs/03_attacks.ipynb #e75d73b3
 def _pgd_run(model, ball, start, steps, step_size, sign, eot, objective, generator):
     "One PGD run from `start`, a point of the ball; the final (continuous) iterate. Examples of radius 0 cannot move: no gradient is computed for them."
     active = ball.radius > 0
@@ -173,10 +179,6 @@ def _pgd_run(model, ball, start, steps, step_size, sign, eot, objective, generat
         for _ in range(eot): grad += _objective_gradient(model, xa, objective, generator, active)
         xa = ball.step(xa, sign*per_example(step_size, xa)*ascent_direction(grad, ball.norm))
     return xa.detach()
-
-def _score(model, xa, objective, sign):
-    "Deterministic per-example score: the NLL (bin centres for images), signed so that larger is better."
-    with torch.no_grad(): return sign*attack_objective(model, xa, objective, dequantize=False)
 
 # %% ../nbs/03_attacks.ipynb #d3d702f1
 def default_step_size(

@@ -7,7 +7,7 @@ __all__ = ['CHROMIUM_FLAGS', 'PAGE_REPORT_JS', 'site_notebooks', 'page_title', '
            'build_site', 'chromium_path', 'Chromium', 'check_site', 'site_problems', 'docs_cli']
 
 # %% ../nbs/04o_docs_site.ipynb #50ff14db
-import os, re, sys, json, base64, fcntl, select, shutil, subprocess, tempfile, time
+import os, re, json, base64, fcntl, select, shutil, subprocess, tempfile, time
 from pathlib import Path
 import nbformat
 from fastcore.script import call_parse

@@ -8,13 +8,13 @@ __all__ = ['MAX_NOTEBOOK_BYTES', 'strip_progress', 'clean_outputs', 'drop_inject
            'table_difference', 'table_mismatches']
 
 # %% ../nbs/04n_executed.ipynb #09849555
-import re, sys, json, time
+import re, json, time
 from pathlib import Path
 import nbformat
 import pandas as pd
 from fastcore.script import call_parse
 from .presets import resolve_preset
-from .experiment import COMMITTED_NOTEBOOKS, FIGURES_PRESET, repo_root, default_results_folder, notebook_defaults
+from .experiment import COMMITTED_NOTEBOOKS, repo_root, default_results_folder, notebook_defaults
 
 # %% ../nbs/04n_executed.ipynb #4568356d
 _BAR = re.compile(r"\d+%\|.*\|\s*\S+/\S+ \[|\|\s*\d+/\d+ \[\d")  # tqdm: ' 40%|████      | 2/5 [00:01<...' or '|  2/5 [00:01'
