@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from sklearn.metrics import roc_auc_score
-from .attacks import attack_sweep
+from .attacks import attack_sweep, noise_images
 from .data import load_dataset
 
 # %% ../nbs/04m_anomaly.ipynb #39b11797
@@ -36,7 +36,7 @@ def anomaly_images(
 )->Tensor:           # (n, C, H, W), values k/255
     "The first `n` test images of a data set, or `n` uniform-noise images, in the model's shape."
     if name == "uniform noise":
-        return torch.randint(0, 256, (n, *shape), generator=torch.Generator().manual_seed(seed)).float() / 255
+        return noise_images(n, shape, torch.Generator().manual_seed(seed))
     d = load_dataset(name, "test", image_size=None if name in ("mnist", "digits") else shape[1], limit=n)
     return as_shape(torch.stack([d[i][0] for i in range(len(d))]), shape)
 

@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['NORMS', 'OBJECTIVES', 'per_example', 'batch_norms', 'project', 'ascent_direction', 'random_in_ball', 'Ball', 'frozen',
-           'attack_objective', 'default_step_size', 'pgd', 'uniform_noise', 'ood_attack', 'attack_sweep']
+           'attack_objective', 'default_step_size', 'pgd', 'uniform_noise', 'noise_images', 'ood_attack',
+           'attack_sweep']
 
 # %% ../nbs/03_attacks.ipynb #5871d2af
 from contextlib import contextmanager
@@ -246,6 +247,14 @@ def uniform_noise(
     out = (x + noise).clamp(0, 1)
     return torch.round(out*255)/255 if quantize else out
 
+def noise_images(
+    n:int,            # number of images
+    shape:tuple,      # image shape (C, H, W)
+    generator=None,   # CPU torch.Generator
+)->Tensor:            # (n, *shape), float32, every pixel uniform on {0, 1/255, ..., 1}
+    "Uniform 8-bit noise images, where the out-of-distribution attack starts."
+    return torch.randint(0, 256, (n, *shape), generator=generator) / 255
+
 def ood_attack(
     model,            # image flow
     n:int,            # number of noise images
@@ -258,7 +267,7 @@ def ood_attack(
     "Out-of-distribution attack: uniform 8-bit noise images whose NLL is lowered within the ℓ∞ ball."
     g = torch.Generator().manual_seed(seed)
     p = next(model.parameters())
-    noise = (torch.randint(0, 256, (n, *shape), generator=g)/255).to(dtype=p.dtype, device=p.device)
+    noise = noise_images(n, shape, g).to(dtype=p.dtype, device=p.device)
     return noise, pgd(model, noise, eps, steps, maximize=False, generator=g, **pgd_kwargs)
 
 # %% ../nbs/03_attacks.ipynb #92d3ec5d
