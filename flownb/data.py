@@ -413,5 +413,5 @@ def show_samples(
         grid = make_grid(xs.expand(-1, 3, -1, -1), nrow=n, padding=1, pad_value=1.0)
         ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest"); ax.set_axis_off()
         ax.set_title(f"{ds.name} ({ds.split}, {ds.image_size}px) — source: {ds.source}", fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(); plt.close(fig)   # closed: shown once, where it is a cell's value
     return fig

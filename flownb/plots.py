@@ -18,7 +18,7 @@ def plot_learning_curves(
 ):                    # the matplotlib figure
     "Training (dashed) and test (solid) bits/dim against steps, one colour per run."
     import matplotlib.pyplot as plt
-    if ax is None: _, ax = plt.subplots(figsize=(6, 4))
+    if ax is None: _, ax = plt.subplots(figsize=(6, 4)); plt.close(ax.figure)   # closed: shown once, where it is a cell's value
     for i, (label, h) in enumerate(runs.items()):
         h = pd.read_csv(h) if isinstance(h, (str, Path)) else getattr(h, "history", h)
         c = f"C{i}"
@@ -49,7 +49,7 @@ def image_grid(
             ax.set_xlabel(caption, fontsize=7)
             if c == 0: ax.set_ylabel(name, fontsize=8)
     if title: fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(); plt.close(fig)   # closed: shown once, where it is a cell's value
     return fig
 
 def bpd_caption(
