@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['MAX_NOTEBOOK_BYTES', 'strip_progress', 'clean_outputs', 'drop_injected_parameters', 'set_run_note', 'run_note',
-           'results_are_committed', 'publish_executed', 'publish_cli', 'shown_tables', 'cell_matches',
-           'table_difference', 'table_mismatches']
+           'results_are_committed', 'publish_executed', 'where_results_went', 'publish_cli', 'shown_tables',
+           'cell_matches', 'table_difference', 'table_mismatches']
 
 # %% ../nbs/04n_executed.ipynb #09849555
 import re, json, time
@@ -113,12 +113,22 @@ def publish_executed(
     dest.write_text(text)
     return dest
 
+# %% ../nbs/04n_executed.ipynb #64fff52c
+def where_results_went(
+    notebook:str,      # notebook name in nbs/, e.g. '05_glow_cifar'
+    library_run:bool,  # run as `nbdev_test` runs it (`IN_TEST=1`: `make executed-library`)
+)->str:                # the words of the published notebook's note
+    "Where the results of a published run went."
+    if notebook in COMMITTED_NOTEBOOKS: return "its tables and figures are the ones in `figures/`"
+    if library_run: return "anything it wrote went to a scratch folder"
+    return "it read the committed results in `figures/`"
+
 # %% ../nbs/04n_executed.ipynb #d08e05c0
 @call_parse
 def publish_cli(
     executed:str,     # notebook papermill wrote, e.g. runs/notebooks/05_glow_cifar.ipynb
     dest:str,         # its source in nbs/
-    preset:str=None,  # the preset it ran at, when papermill injected none (library notebooks run with FLOWNB_PRESET)
+    preset:str=None,  # the preset of a library run (`make executed-library`: IN_TEST=1, FLOWNB_PRESET); None for `make paper`'s runs
 ):
     "Publish an executed notebook over its source when its run made the committed results; otherwise say why not and leave `dest` alone."
     nb = nbformat.read(executed, as_version=4)
@@ -127,7 +137,7 @@ def publish_cli(
     name = Path(dest).stem
     ok, why = results_are_committed(name, params)
     if not ok: return print(f"{name}: executed copy kept in {executed} only ({why})")
-    where = "its tables and figures are the ones in `figures/`" if name in COMMITTED_NOTEBOOKS else "anything it wrote went to a scratch folder"
+    where = where_results_went(name, library_run=preset is not None)
     try: publish_executed(executed, dest, run_note(resolve_preset(params.get("preset", "auto")), {k: v for k, v in params.items() if k != "preset"}, where))
     except ValueError as e: raise SystemExit(f"{name}: {e}") from None
     print(f"{name}: outputs published to {dest} ({why})")

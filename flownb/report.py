@@ -43,7 +43,8 @@ def experiment_section(
     label = data.get("label") or "; ".join(d.get("label", "") for d in data.values() if isinstance(d, dict))
     skipped = record.get("skipped") or {}
     runs = record.get("runs") or {}
-    trained = ", ".join(f"{m} {'reused' if r.get('reused') else 'trained in %.0f min' % (r.get('train_seconds', 0) / 60)}"
+    trained = ", ".join(f"{m} " + ("reused" if "train_seconds" not in r else
+                                   f"trained in {r['train_seconds'] / 60:.0f} min" + (" (reused)" if r.get("reused") else ""))
                         for m, r in runs.items())
     lines = [f"### {experiment.title}", "",
              f"`nbs/{experiment.notebook}.ipynb`, preset **{record['preset']}**, {max(1, round(record['wall_seconds']/60))} min wall"

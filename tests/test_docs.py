@@ -9,6 +9,7 @@ import nbformat
 import pytest
 
 from flownb.docs_site import build_site, check_site, chromium_path, site_notebooks, site_problems
+from flownb.experiment import COMMITTED_NOTEBOOKS
 from flownb.executed import MAX_NOTEBOOK_BYTES, publish_cli, publish_executed, run_note, table_mismatches
 
 needs_chromium = pytest.mark.skipif(chromium_path() is None, reason="no Chromium here: `make chromium` (as root) installs it, or set CHROMIUM")
@@ -68,9 +69,36 @@ def test_an_executed_notebook_shows_the_tables_it_wrote(theory_run):
     assert matched >= 1, "00_theory shows no table of the CSVs it wrote: the checker checked nothing"
 
 
+def test_every_notebook_is_committed_executed(repo_root):
+    "On a code host every notebook shows its outputs, and says under its title which preset made them."
+    notebooks = [p for p in site_notebooks(repo_root/"nbs") if p.stem != "index"]
+    assert len(notebooks) >= 30
+    assert [p.name for p in notebooks if not has_outputs(p)] == []
+    def preset_note(p): return next((c.source for c in nbformat.read(p, as_version=4).cells[:3] if "executed" in c.metadata.get("tags", [])), "")
+    unnamed = [p.name for p in notebooks if "preset on 20" not in preset_note(p)]
+    assert unnamed == [], "no note naming the preset under the title"
+
+
+def test_committed_notebooks_show_each_figure_once(repo_root):
+    "A figure a library function returns is drawn where the notebook shows it, not again at the end of the cell that made it."
+    import hashlib
+    twice = []
+    for p in site_notebooks(repo_root/"nbs"):
+        seen = set()
+        for i, c in enumerate(nbformat.read(p, as_version=4).cells):
+            for o in c.get("outputs", []):
+                png = o.get("data", {}).get("image/png")
+                if png is None: continue
+                h = hashlib.sha256(png.encode()).hexdigest()
+                if h in seen: twice.append(f"{p.name}: cell {i}")
+                seen.add(h)
+    assert twice == [], twice
+
+
 def test_committed_outputs_show_the_tables_of_figures(repo_root):
-    executed = [p for p in site_notebooks(repo_root/"nbs") if has_outputs(p)]
-    if not executed: pytest.skip("no notebook in nbs/ is committed with outputs yet (make paper PRESET=cpu publishes them)")
+    "The notebooks whose runs made figures/ show its tables (the library notebooks' demonstrations wrote to scratch folders)."
+    executed = [p for p in site_notebooks(repo_root/"nbs") if p.stem in COMMITTED_NOTEBOOKS]
+    assert len(executed) >= 7 and all(map(has_outputs, executed))
     problems = [line for p in executed for line in table_mismatches(p, repo_root/"figures")[0]]
     assert not problems, "\n".join(problems)
 
