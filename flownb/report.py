@@ -30,6 +30,11 @@ def table_markdown(
     return df.map(_fmt).to_markdown(index=False, disable_numparse=True)
 
 # %% ../nbs/10_report.ipynb #ff0ebbfd
+def _training(run:dict)->str:
+    "How a run record's model came to be: its training time, and whether this run reused it."
+    if "train_seconds" not in run: return "reused"
+    return f"trained in {run['train_seconds'] / 60:.0f} min" + (" (reused)" if run.get("reused") else "")
+
 def experiment_section(
     figures:Path,     # the results folder
     stem:str,         # a run's file stem, e.g. 'table1_glow_cifar10'
@@ -43,9 +48,7 @@ def experiment_section(
     label = data.get("label") or "; ".join(d.get("label", "") for d in data.values() if isinstance(d, dict))
     skipped = record.get("skipped") or {}
     runs = record.get("runs") or {}
-    trained = ", ".join(f"{m} " + ("reused" if "train_seconds" not in r else
-                                   f"trained in {r['train_seconds'] / 60:.0f} min" + (" (reused)" if r.get("reused") else ""))
-                        for m, r in runs.items())
+    trained = ", ".join(f"{m} {_training(r)}" for m, r in runs.items())
     lines = [f"### {experiment.title}", "",
              f"`nbs/{experiment.notebook}.ipynb`, preset **{record['preset']}**, {max(1, round(record['wall_seconds']/60))} min wall"
              + (f" (models: {trained})" if trained else "") + f". Data: {label}."]
