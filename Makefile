@@ -1,5 +1,6 @@
 # flownb — two commands do everything on a fresh machine:
-#   make test    create .venv if absent, install, run every notebook (smoke preset) and pytest
+#   make test    create .venv if absent, install, run every notebook (smoke preset) and pytest; needs no dataset
+#   make test-data   the tests that need the real data sets (FLOWNB_MIRROR=<the offline mirror> make test-data)
 #   make paper   create .venv if absent, install, regenerate the paper's tables and figures into figures/
 #   make gpu-check   on a CUDA machine: check it and project the hours of the paper's tables (~8 min)
 #                (PRESET=auto: paper preset on CUDA, cpu preset otherwise)
@@ -44,7 +45,7 @@ PARAMS += $(PAPERMILL_ARGS)
 
 NOTEBOOKS := $(if $(NB),$(basename $(notdir $(NB))),$(PAPER_NBS))
 
-.PHONY: install test paper gpu-check docs chromium executed-library clean-venv
+.PHONY: install test test-data paper gpu-check docs chromium executed-library clean-venv
 
 $(BIN)/.installed: settings.ini setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,6 +59,13 @@ install: $(BIN)/.installed
 test: install
 	OMP_NUM_THREADS=1 FLOWNB_PRESET=smoke $(BIN)/nbdev_test --timing
 	$(BIN)/python -m pytest tests/ -q
+
+# the tests that need CIFAR-10, CelebA and MNIST: the data notebook against the real mirror (checksums, every archive
+# unpacked and read), then the experiments on the real data (pytest marker `data`, left out of `make test`)
+test-data: install
+	@test -n "$$FLOWNB_MIRROR" || { echo "make test-data needs the real data: set FLOWNB_MIRROR to the offline mirror (data/README.md)"; exit 2; }
+	OMP_NUM_THREADS=1 FLOWNB_PRESET=smoke $(BIN)/nbdev_test --path nbs/01_data.ipynb
+	$(BIN)/python -m pytest tests/ -q -m data
 
 # papermill runs without MPLBACKEND (the kernel's inline backend puts the figures into the executed notebooks); each executed
 # notebook goes back over its source in nbs/ only when its results went to figures/ (flownb.executed)

@@ -12,9 +12,17 @@ from pathlib import Path
 import pandas as pd
 from .presets import resolve_preset, TRIO_BUDGETS, TABLE2_EVAL, REALNVP_BUDGETS
 from .evaluation import eps_sweep
+from .audit import audit_members
 
 # %% ../nbs/04k_hours.ipynb #68ff48ee
 TABLE_MODELS = {"table1": "glow32", "table2": "glow64", "table3": "realnvp64"}  # the model each table trains, by timing key
+
+def _audit_passes(
+    steps:int,               # the audited attack's PGD iterations
+    fixed_steps:bool=False,  # Table 3's audit: members of the same iteration count only
+)->int:                      # PGD passes per image and attacked ε of one attack audit
+    "What one attack audit costs per image and ε, from the members `flownb.audit` runs."
+    return sum(kw["steps"] * kw.get("restarts", 1) * kw.get("eot", 1) for kw in audit_members(8, steps, fixed_steps=fixed_steps).values())
 
 def _trio_work(budget:dict, eps:float, model:str)->list:
     "Training and evaluation of the clean / adversarial / hybrid trio, in image passes (ε = 0 rows take no PGD gradient)."
@@ -27,8 +35,12 @@ def _trio_work(budget:dict, eps:float, model:str)->list:
             dict(stage="train hybrid", model=model, kind="train", passes=budget["robust_steps"] * 2 * B),
             dict(stage="attack sweep", model=model, kind="pgd", passes=3 * n * attacked * budget["attack_steps"]),
             dict(stage="attack sweep", model=model, kind="forward", passes=3 * n * E * 3),   # scoring, quantizing, evaluation
+            dict(stage="attack sweep", model=model, kind="forward", passes=3 * n * attacked * budget["attack_steps"]),  # best iterate
+            dict(stage="attack audit", model=model, kind="pgd", passes=3 * budget["audit_n"] * attacked * _audit_passes(budget["attack_steps"])),
+            dict(stage="attack audit", model=model, kind="forward", passes=3 * budget["audit_n"] * attacked * _audit_passes(budget["attack_steps"])),
             dict(stage="uniform noise", model=model, kind="forward", passes=3 * n * E),
-            dict(stage="OOD attack", model=model, kind="pgd", passes=budget["ood_n"] * attacked * budget["ood_steps"])]
+            dict(stage="OOD attack", model=model, kind="pgd", passes=budget["ood_n"] * attacked * budget["ood_steps"]),
+            dict(stage="OOD audit", model=model, kind="pgd", passes=budget["ood_n"] * attacked * _audit_passes(budget["ood_steps"]))]
 
 def table_work(
     table:str,     # 'table1', 'table2' or 'table3'
@@ -43,7 +55,9 @@ def table_work(
         rows = [dict(stage="train (2 datasets)", model="realnvp64", kind="train", passes=2 * b["steps"] * b["batch_size"]),
                 dict(stage="attacks m = 10, 20, 50", model="realnvp64", kind="pgd", passes=2 * b["n_test"] * (10 + 20 + 50)),
                 dict(stage="attacks m = 10, 20, 50", model="realnvp64", kind="forward", passes=2 * b["n_test"] * 4 * 3),
-                dict(stage="uniform noise", model="realnvp64", kind="forward", passes=2 * b["n_test"])]
+                dict(stage="uniform noise", model="realnvp64", kind="forward", passes=2 * b["n_test"]),
+                dict(stage="attack audit", model="realnvp64", kind="pgd",
+                     passes=2 * b["audit_n"] * sum(_audit_passes(m, fixed_steps=True) for m in (10, 20, 50)))]
     else: raise ValueError(f"unknown table {table!r}: use one of {sorted(TABLE_MODELS)}")
     return pd.DataFrame(rows).assign(table=table)
 

@@ -113,19 +113,19 @@ TRAIN_PRESETS = {  # steps: batches drawn; batch_size: clean images per global b
 TRIO_BUDGETS = {  # training and evaluation budgets of the trio experiments (Tables 1-2, Figs 1, 4-6, §8.5), per preset
     "smoke": dict(arch_preset="smoke", architecture=None, image_size=None, n_train=2000, min_train=1,
                   clean_steps=40, robust_steps=10, batch_size=16, warmup_steps=10, robust_warmup_steps=2,
-                  train_attack_steps=2, finetune=True, attack_steps=4, n_test=16, ood_n=2, ood_steps=5,
+                  train_attack_steps=2, finetune=True, attack_steps=4, n_test=16, ood_n=2, ood_steps=5, audit_n=4,
                   substitute="digits", download=False),
     "cpu": dict(arch_preset="cpu", architecture="glow-L3-K4-w32", image_size=32, n_train=None, min_train=1000,
                 clean_steps=3000, robust_steps=600, batch_size=32, warmup_steps=200, robust_warmup_steps=50,
-                train_attack_steps=10, finetune=True, attack_steps=32, n_test=256, ood_n=16, ood_steps=100,
+                train_attack_steps=10, finetune=True, attack_steps=32, n_test=256, ood_n=16, ood_steps=100, audit_n=32,
                 substitute=None, download=True),
     "gpu": dict(arch_preset="gpu", architecture=None, image_size=None, n_train=None, min_train=1000,
                 clean_steps=10_000, robust_steps=1_200, batch_size=64, warmup_steps=1_000, robust_warmup_steps=100,
-                train_attack_steps=10, finetune=True, attack_steps=32, n_test=1_000, ood_n=64, ood_steps=100,
+                train_attack_steps=10, finetune=True, attack_steps=32, n_test=1_000, ood_n=64, ood_steps=100, audit_n=64,
                 substitute=None, download=True),
     "paper": dict(arch_preset="paper", architecture=None, image_size=None, n_train=None, min_train=1000,
                   clean_steps=100_000, robust_steps=100_000, batch_size=64, warmup_steps=7_800, robust_warmup_steps=7_800,
-                  train_attack_steps=10, finetune=False, attack_steps=32, n_test=10_000, ood_n=64, ood_steps=100,
+                  train_attack_steps=10, finetune=False, attack_steps=32, n_test=10_000, ood_n=64, ood_steps=100, audit_n=128,
                   substitute=None, download=True),
 }
 
@@ -134,14 +134,14 @@ TABLE2_EVAL = dict(  # the evaluation of Table 2 per preset (its training budget
     paper=dict(attack_steps=40, n_test=1200))
 
 REALNVP_BUDGETS = dict(  # Table 3: RealNVP training and evaluation per preset (architectures: ARCHITECTURES)
-    smoke=dict(arch_preset="smoke", image_size=None, n_train=500, min_train=1, steps=30, batch_size=16, warmup_steps=5, n_test=8,
+    smoke=dict(arch_preset="smoke", image_size=None, n_train=500, min_train=1, steps=30, batch_size=16, warmup_steps=5, n_test=8, audit_n=4,
                substitute="digits", download=False),
     cpu=dict(arch_preset="cpu", image_size=32, n_train=None, min_train=1000, steps=2000, batch_size=32, warmup_steps=100,
-             n_test=256, substitute=None, download=True),
+             n_test=256, audit_n=32, substitute=None, download=True),
     gpu=dict(arch_preset="gpu", image_size=64, n_train=None, min_train=1000, steps=10_000, batch_size=64, warmup_steps=1000,
-             n_test=1_000, substitute=None, download=True),
+             n_test=1_000, audit_n=64, substitute=None, download=True),
     paper=dict(arch_preset="paper", image_size=64, n_train=None, min_train=1000, steps=100_000, batch_size=64,
-               warmup_steps=1000, n_test=10_000, substitute=None, download=True),
+               warmup_steps=1000, n_test=10_000, audit_n=128, substitute=None, download=True),
 )
 
 SAMPLES = dict(smoke=4, cpu=128, gpu=500, paper=1000)  # §8.3 (08_adversarial_samples): samples per model and temperature
@@ -153,13 +153,13 @@ STABILITY = dict(  # §8.5 (09_stability): training steps of each model, test im
 # %% ../nbs/00d_presets.ipynb #1627bf5c
 BEYOND_PAPER = dict(  # 09a_beyond_paper: remedies, from-scratch robust training, seeds, NLL terms and AUROC, per preset
     smoke=dict(variants=("boundedprior", "fixedprior", "additive", "plain"), seeds=2, scratch_steps=10, scratch_attack_steps=2,
-               n_test=8, attack_steps=3, n_terms=4, auroc_n=6, auroc_steps=2, ood_n=4, ood_steps=3),
+               n_test=8, attack_steps=3, n_terms=4, auroc_n=6, auroc_steps=4, ood_n=4, ood_steps=3, audit_n=4),
     cpu=dict(variants=("boundedprior", "fixedprior", "additive", "plain"), seeds=3, scratch_steps=1200, scratch_attack_steps=5,
-             n_test=128, attack_steps=32, n_terms=32, auroc_n=64, auroc_steps=20, ood_n=16, ood_steps=100),
+             n_test=128, attack_steps=32, n_terms=32, auroc_n=64, auroc_steps=100, ood_n=16, ood_steps=100, audit_n=16),
     gpu=dict(variants=("boundedprior", "fixedprior", "additive", "plain"), seeds=3, scratch_steps=10_000, scratch_attack_steps=10,
-             n_test=1_000, attack_steps=32, n_terms=128, auroc_n=500, auroc_steps=32, ood_n=64, ood_steps=100),
+             n_test=1_000, attack_steps=32, n_terms=128, auroc_n=500, auroc_steps=100, ood_n=64, ood_steps=100, audit_n=64),
     paper=dict(variants=("boundedprior", "fixedprior", "additive", "plain"), seeds=3, scratch_steps=100_000, scratch_attack_steps=10,
-               n_test=10_000, attack_steps=32, n_terms=256, auroc_n=2_000, auroc_steps=32, ood_n=64, ood_steps=100),
+               n_test=10_000, attack_steps=32, n_terms=256, auroc_n=2_000, auroc_steps=100, ood_n=64, ood_steps=100, audit_n=128),
 )
 
 # %% ../nbs/00d_presets.ipynb #9d0a2e09

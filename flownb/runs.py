@@ -14,6 +14,7 @@ from .experiment import repo_folder
 from .data import load_dataset, DatasetUnavailable
 from .models import MODELS, model_config
 from .train import train
+from .attacks import TRAINING_ATTACK_ID
 from .checkpoints import load_checkpoint, checkpoint_step
 from .distributed import init_distributed
 from .devices import resolve_device, set_tf32
@@ -186,6 +187,7 @@ def trained_flow(
     config = dict(model=model_name, arch=cfg_arch, dataset=data["dataset"], image_size=data["image_size"],
                   n_train=data["n_train"], source=data["source"], mode=mode,
                   eps=float(eps) if mode != "clean" else None, attack_steps=int(attack_steps) if mode != "clean" else None,
+                  train_attack=TRAINING_ATTACK_ID if mode != "clean" else None,
                   steps=int(steps), batch_size=int(batch_size), lr=float(lr), warmup_steps=int(warmup_steps),
                   seed=int(seed), init_seed=int(init_seed), init_from=None if init_from is None else init_from.run_dir.name)
     if processes > 1 and mode != "clean":   # each process attacks its share with its own generator

@@ -19,7 +19,7 @@ from .presets import PRESETS
 from .shared_files import temporary_path, remove_dead_leftovers
 from .layers import ActNorm
 from .models import build_model, bits_per_dim_given_noise, bits_per_dim_batched, dequantized
-from .attacks import pgd
+from .attacks import pgd, TRAINING_ATTACK
 from .devices import resolve_device, to_device
 from .batches import stream, EpochSampler, ImageSource
 from .checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError, save_checkpoint, load_checkpoint,
@@ -78,7 +78,7 @@ def adversarial_examples(
     out = []
     for j, s in enumerate(group_seeds.tolist()):
         g = torch.Generator(device=x.device).manual_seed(int(s))
-        out.append(pgd(model, x[j * group:(j + 1) * group], eps, attack_steps, generator=g))
+        out.append(pgd(model, x[j * group:(j + 1) * group], eps, attack_steps, generator=g, **TRAINING_ATTACK))
     return torch.cat(out)
 
 # %% ../nbs/04e_train.ipynb #24608ebb
