@@ -14,6 +14,7 @@ from .attacks import pgd, quantize_mode, ood_attack, noise_images
 from .devices import model_device, to_device
 from .models import bits_per_dim_batched
 from .evaluation import robustness_table, _row
+from .experiment import progress_bar
 
 # %% ../nbs/04ha_attack_audit.ipynb #4cb2bcbd
 AUDIT_THRESHOLD = 0.9   # a table's NLL change below this fraction of the strongest attack's is flagged
@@ -52,6 +53,7 @@ def attack_audit(
     maximize:bool=True,     # True: the attack raises the NLL; False: the OOD attack lowers it
     fixed_steps:bool=False, # only members with the table's number of iterations
     seed:int=0,             # seed of the attacks (each member the same) and of the evaluation noise
+    progress:bool=True,     # a tqdm bar over the attacks
 )->pd.DataFrame:            # eps, member, change_mean, change_median, bpd_mean, bpd_median, n, n_nonfinite
     "Every member of the portfolio on the same images: how far each moves their bits/dim."
     m = getattr(model, "model", model)
@@ -59,9 +61,12 @@ def attack_audit(
     xd = to_device(x, device)
     start = bits_per_dim_batched(m, xd, torch.Generator(device=device).manual_seed(seed + 1), len(x)).double()
     sign, rows = (1.0 if maximize else -1.0), []
-    for e in eps_list:
-        if float(e) == 0: continue
+    attacked = [e for e in eps_list if float(e) != 0]
+    bar = progress_bar(total=len(attacked)*len(audit_members(1, steps, step_size, quantize, fixed_steps)), disable=not progress,
+                       desc=f"attack audit ({'raise' if maximize else 'lower'} NLL, {len(x)} images, ε={attacked})")
+    for e in attacked:
         for name, kw in audit_members(e, steps, step_size, quantize, fixed_steps).items():
+            bar.update(1)
             kw = dict(kw); n_steps = kw.pop("steps")
             xa = pgd(m, xd, float(e), n_steps, maximize=maximize, generator=torch.Generator(device=device).manual_seed(seed), **kw)
             bpd = bits_per_dim_batched(m, xa, torch.Generator(device=device).manual_seed(seed + 1), len(x)).double()
@@ -73,6 +78,7 @@ def attack_audit(
                              bpd_mean=float(bpd[fin].mean()) if fin.any() else float("nan"),
                              bpd_median=float(bpd[fin].median()) if fin.any() else float("nan"),
                              n=len(x), n_nonfinite=int((~fin).sum())))
+    bar.close()
     return pd.DataFrame(rows)
 
 # %% ../nbs/04ha_attack_audit.ipynb #374be5d4
@@ -115,7 +121,8 @@ def audited_robustness_table(
     "`robustness_table` whose flagged rows are re-attacked with the strongest attack of their audit."
     table, sweeps = robustness_table(models, x, eps_list, steps, seed=seed, progress=progress, step_size=step_size, **table_kwargs)
     table["attack"] = "table"
-    audit = pd.concat([attack_audit(m, x[:audit_n], eps_list, steps, step_size, fixed_steps=fixed_steps, seed=seed).assign(model=label)
+    audit = pd.concat([attack_audit(m, x[:audit_n], eps_list, steps, step_size, fixed_steps=fixed_steps, seed=seed,
+                                    progress=progress).assign(model=label)
                        for label, m in models.items()], ignore_index=True)
     summary = audit_summary(audit, threshold)
     for r in summary[summary.flagged].itertuples():
@@ -136,6 +143,7 @@ def audited_ood_table(
     steps:int=100,          # PGD iterations of the OOD attack (the paper: 100)
     seed:int=0,             # seed of the noise images and of the attack
     threshold:float=OOD_AUDIT_THRESHOLD,  # fraction of the strongest attack's change below which a row is re-attacked
+    progress:bool=True,     # tqdm bars
 )->tuple:                   # (table like `ood_table`'s with column `attack`, {label: {'x', 'bpd'}}, audit rows, audit summary)
     "The out-of-distribution attack at every ε, audited; flagged rows report the strongest attack of their audit."
     rows, images, audits = [], {}, []
@@ -143,7 +151,7 @@ def audited_ood_table(
         m = getattr(model, "model", model)
         p = next(m.parameters())   # the noise images `ood_attack` starts from
         noise = noise_images(n, shape, torch.Generator().manual_seed(seed)).to(dtype=p.dtype, device=p.device)
-        a = attack_audit(m, noise, eps_list, steps, maximize=False, seed=seed).assign(model=label)
+        a = attack_audit(m, noise, eps_list, steps, maximize=False, seed=seed, progress=progress).assign(model=label)
         audits.append(a); s = audit_summary(a, threshold)
         xs, bpds = [], []
         for e in eps_list:
