@@ -7,7 +7,7 @@ __all__ = ['CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'CHECKPOINT_KEYS', 'Checkp
            'load_checkpoint', 'global_rng_state', 'set_global_rng_state']
 
 # %% ../nbs/04b_checkpoints.ipynb #14c06301
-import os, pickle, random, tempfile
+import os, pickle, random, tempfile, zipfile
 from pathlib import Path
 import numpy as np
 import torch
@@ -28,6 +28,15 @@ def _unreadable(path:Path, e:Exception)->str:
     else: why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}"
     return (f"cannot read checkpoint {path} ({why}); it is truncated, corrupted or not a flownb training checkpoint: "
             "delete it to train afresh (on the command line: --no-resume)")
+
+def _check_archive(path:Path):
+    "Every member of the checkpoint's zip archive read against its CRC: `torch.load` does not check them, so a flipped bit inside a stored tensor would load silently."
+    try:
+        with zipfile.ZipFile(path) as z: bad = z.testzip()
+    except (zipfile.BadZipFile, OSError) as e: raise CheckpointError(_unreadable(path, e)) from None
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path} is damaged: its part {bad} fails the archive's CRC check (a disk or copy error); "
+                              "delete it to train afresh (on the command line: --no-resume), or restore a good copy")
 
 def save_checkpoint(
     path:str|Path,  # destination file
@@ -64,6 +73,7 @@ def load_checkpoint(
 )->dict:            # the checkpoint's contents, tensors on the CPU
     "Read a training checkpoint without running any code from it; any problem raises `CheckpointError`."
     path = Path(path)
+    _check_archive(path)
     try: state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e: raise CheckpointError(_unreadable(path, e)) from None   # not torch's advice to load unsafely
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:

@@ -15,6 +15,7 @@ import pandas as pd
 from fastcore.script import call_parse
 from .presets import resolve_preset
 from .experiment import COMMITTED_NOTEBOOKS, repo_root, default_results_folder, notebook_defaults
+from .result_sets import atomic_write_text
 
 # %% ../nbs/04n_executed.ipynb #4568356d
 _BAR = re.compile(r"\d+%\|.*\|\s*\S+/\S+ \[|\|\s*\d+/\d+ \[\d")  # tqdm: ' 40%|████      | 2/5 [00:01<...' or '|  2/5 [00:01'
@@ -124,7 +125,7 @@ def publish_executed(
     _nbdev_clean(nb, path=None)
     text = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
     if len(text.encode()) > max_bytes: raise ValueError(f"{executed} is {len(text.encode())/1e6:.1f} MB with its outputs, over {max_bytes/1e6:.1f} MB: lower its figures' dpi")
-    dest.write_text(text)
+    atomic_write_text(dest, text)   # a reader (or an interrupted publish) never leaves half a notebook
     return dest
 
 # %% ../nbs/04n_executed.ipynb #64fff52c

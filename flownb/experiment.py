@@ -14,6 +14,7 @@ from pathlib import Path
 from importlib import metadata
 from tqdm import tqdm
 from .presets import resolve_preset
+from .result_sets import publish_results
 
 # %% ../nbs/00a_experiment.ipynb #6a4a1e39
 def running_under_nbdev_test()->bool:
@@ -185,11 +186,9 @@ def write_run_record(
     preset:str,          # the concrete preset that ran
     started:float,       # `time.time()` at the start of the run
     **extra,             # anything else worth keeping (dataset source, per-stage timings, ...)
-)->Path:                 # the JSON file written
-    "Write `<out_dir>/<name>.json`: parameters, preset, wall time, versions and `extra`."
+)->Path:                 # the JSON file published (`flownb.result_sets`)
+    "Publish the run's staged result files with `<out_dir>/<name>.json` (parameters, preset, wall time, versions, `extra`) last."
     record = dict(name=name, preset=preset, parameters=parameters,
                   finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), wall_seconds=round(time.time()-started, 3),
                   versions=software_versions(), **extra)
-    path = Path(out_dir)/f"{name}.json"
-    path.write_text(json.dumps(record, indent=2, default=str)+"\n")
-    return path
+    return publish_results(out_dir, name, record)

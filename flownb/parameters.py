@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['PIXEL_RADIUS', 'DATASET_LIST', 'ITERATION_COUNTS', 'RULES', 'ParameterError', 'Rule', 'optional_integer',
-           'check_parameters']
+           'injected_parameters', 'check_parameters']
 
 # %% ../nbs/04l_parameters.ipynb #0e49b742
-import os, re, tempfile
+import ast, difflib, os, re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -35,15 +35,24 @@ def optional_integer(
 
 # %% ../nbs/04l_parameters.ipynb #5b945e51
 def _writable_folder(v):
-    "True for None or a folder this process can create and write a file into; else why not."
+    "True for None or a folder this process could create and write into (nothing is created); else why not."
     if v is None: return True
     if not isinstance(v, (str, os.PathLike)) or not str(v).strip(): return False
-    p = Path(v).expanduser()
+    p = Path(v).expanduser().absolute()
     if p.exists() and not p.is_dir(): return "it is a file"
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=p): pass
-    except OSError as e: return f"cannot write there: {type(e).__name__}: {e.strerror or e}"
+    existing = next(a for a in (p, *p.parents) if a.exists())   # the folder it would be made in
+    if not existing.is_dir(): return f"{existing} is a file"
+    if not os.access(existing, os.W_OK | os.X_OK): return f"cannot write in {existing}"
+    return True
+
+def _device(v):
+    "True for a device this machine has; else why not."
+    if not isinstance(v, str) or re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", v) is None: return False
+    if not v.startswith("cuda"): return True
+    import torch
+    count = torch.cuda.device_count()
+    if count == 0: return "no CUDA device is visible here"
+    if ":" in v and int(v.split(":")[1]) >= count: return f"this machine has {count} CUDA device(s): cuda:0 to cuda:{count - 1}"
     return True
 
 def _dataset_list(v)->bool:
@@ -77,21 +86,39 @@ RULES = dict(  # parameter name -> what it allows, the same in every notebook th
                       lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(is_number(t) and t > 0 for t in v)),
     seed=Rule("an integer >= 0", lambda v: is_integer(v) and v >= 0),
     step_size=Rule("a number of pixel units > 0", lambda v: is_number(v) and v > 0),
-    device=Rule("'auto' (CUDA when visible), 'cpu', 'cuda' or 'cuda:<index>'",
-                lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", v) is not None),
+    device=Rule("'auto' (CUDA when visible), 'cpu', 'cuda' or 'cuda:<index>' of a visible GPU", _device),
     gpus=optional_integer(1, "every visible GPU; 1 on a CPU"),
     out_dir=Rule("None (figures/ or runs/results/, see flownb.experiment.output_dir) or a folder this process can create and write into",
                  _writable_folder),
 )
 
 # %% ../nbs/04l_parameters.ipynb #a00c1572
+def injected_parameters(
+    cells:list|None=None,   # executed cell sources; None: this IPython kernel's history (`In`)
+)->list:                    # the names papermill's injected cell assigns; [] outside a papermill run
+    "The parameters papermill injected (its cell starts with '# Parameters'), so that a misspelled one is caught."
+    if cells is None:
+        try: from IPython import get_ipython
+        except ImportError: return []
+        shell = get_ipython()
+        cells = list(shell.user_ns.get("In", [])) if shell is not None else []
+    injected = [c for c in cells if isinstance(c, str) and c.lstrip().startswith("# Parameters")]
+    if not injected: return []
+    return [t.id for node in ast.parse(injected[-1]).body if isinstance(node, ast.Assign)
+            for t in node.targets if isinstance(t, ast.Name)]
+
 def check_parameters(
     rules:dict|None=None,  # parameter -> `Rule` replacing `RULES`' for this notebook (positional only)
     /,
     **parameters,          # the notebook's parameters, by name
 )->dict:                   # the parameters, unchanged
-    "Raise `ParameterError` for the first parameter whose value its rule does not allow (one line: parameter, value, what is allowed); return them all."
+    "Raise `ParameterError` for an unknown injected parameter or the first value its rule does not allow (one line); return them all."
     rules = {**RULES, **(rules or {})}
+    for name in injected_parameters():   # papermill only warns about a name the notebook lacks, then runs with the defaults
+        if name not in parameters:
+            close = difflib.get_close_matches(name, list(parameters), n=1)
+            raise ParameterError(f"unknown parameter {name!r}" + (f": did you mean {close[0]!r}?" if close else "")
+                                 + f" This notebook's parameters: {', '.join(parameters)}")
     for name, value in parameters.items():
         if name not in rules: raise ParameterError(f"no rule for parameter {name!r}: add one to flownb.parameters.RULES")
         verdict = rules[name].check(value)

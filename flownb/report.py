@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 from .experiment import repo_root
 from .results import Experiment, committed_runs, run_files
+from .result_sets import atomic_write_text
 from .audit import audit_report
 
 # %% ../nbs/10_report.ipynb #459d0b68
@@ -107,7 +108,7 @@ def update_readme(
     readme = Path(readme); text = readme.read_text()
     if BEGIN not in text or END not in text: raise ValueError(f"{readme} lacks the marker lines {BEGIN!r} and {END!r}")
     new = text[:text.index(BEGIN) + len(BEGIN)] + "\n\n" + section.strip() + "\n\n" + text[text.index(END):]
-    if new != text: readme.write_text(new)
+    if new != text: atomic_write_text(readme, new)   # a reader never sees half a README
     return new != text
 
 # %% ../nbs/10_report.ipynb #3d06db92

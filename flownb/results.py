@@ -9,6 +9,7 @@ __all__ = ['EXPERIMENTS', 'beside_paper', 'column_labels', 'column_title', 'clai
 # %% ../nbs/04i_results.ipynb #b1ecb429
 from dataclasses import dataclass
 from pathlib import Path
+from .result_sets import staged
 import numpy as np
 import pandas as pd
 
@@ -75,10 +76,10 @@ def write_claims(
     claims:list,       # rows from `claim`
     preset:str,        # the preset that ran
     data_label:str,    # the data, as `experiment_data(...)['label']`
-)->pd.DataFrame:       # the table written
-    "Write the claims a run checked, with its preset and data."
+)->pd.DataFrame:       # the table staged
+    "Stage the claims a run checked, with its preset and data (published with the run's record, `write_run_record`)."
     df = pd.DataFrame(claims).assign(preset=preset, data=data_label)
-    df.to_csv(Path(out_dir)/f"{name}_claims.csv", index=False)
+    df.to_csv(staged(out_dir, f"{name}_claims.csv"), index=False)
     return df
 
 # %% ../nbs/04i_results.ipynb #6a57920c
@@ -86,13 +87,13 @@ def save_results(
     out_dir:Path,        # results folder
     tables:dict,         # file stem -> DataFrame (written as CSV; the index too when it is named)
     figures:dict,        # file stem -> matplotlib figure (written as PNG, 120 dpi)
-)->list:                 # the paths written
-    "Write a run's tables and figures."
+)->list:                 # their paths once published
+    "Stage a run's tables and figures: they appear in `out_dir` together with the run's record (`write_run_record`)."
     out, paths = Path(out_dir), []
     for stem, df in tables.items():
-        p = out/f"{stem}.csv"; df.to_csv(p, index=df.index.name is not None); paths.append(p)
+        df.to_csv(staged(out, f"{stem}.csv"), index=df.index.name is not None); paths.append(out/f"{stem}.csv")
     for stem, fig in figures.items():
-        p = out/f"{stem}.png"; fig.savefig(p, dpi=120, bbox_inches="tight"); paths.append(p)
+        fig.savefig(staged(out, f"{stem}.png"), dpi=120, bbox_inches="tight"); paths.append(out/f"{stem}.png")
     return paths
 
 # %% ../nbs/04i_results.ipynb #da0e17ea

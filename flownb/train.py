@@ -21,7 +21,7 @@ from .layers import ActNorm
 from .models import build_model, bits_per_dim_given_noise, bits_per_dim_batched, dequantized
 from .attacks import pgd, TRAINING_ATTACK
 from .devices import resolve_device, to_device
-from .batches import stream, EpochSampler, ImageSource
+from .batches import stream, EpochSampler, ImageSource, data_fingerprint
 from .checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError, save_checkpoint, load_checkpoint,
                                 global_rng_state, set_global_rng_state)
 from .distributed import process_rank, all_reduce_sum, any_process, init_distributed
@@ -143,6 +143,7 @@ class _Trainer:
         self.model, self.source, self.cfg, self.rank, self.world = model, source, cfg, rank, world
         self.run_dir, self.test_images, self.progress = run_dir, test_images, progress
         self.device = next(model.parameters()).device
+        self.data = data_fingerprint(source)   # what the run trains on: resuming needs the same
         B = cfg["batch_size"]
         self.b = B // world
         self.group = cfg["attack_group"]
@@ -221,13 +222,27 @@ def _trainer_state(tr:_Trainer)->dict:
                 sampler=tr.sampler.state_dict(),
                 counters=dict(skipped=tr.skipped, bad_in_row=tr.bad_in_row, seconds=tr.seconds_before + time.time() - tr.t0,
                               window=tr._window.clone()),
-                history=list(tr.history), config=dict(tr.cfg))
+                history=list(tr.history), config=dict(tr.cfg, data=tr.data))
+
+def _images(fp:dict)->str: return f"{fp['n']:,} images of shape {tuple(fp['shape'])}, pixel digest {fp['digest']}"
+
+def _architecture(state:dict)->str:
+    "A model's state dict in a few words: tensors and parameters."
+    return f"{len(state)} tensors, {sum(v.numel() for v in state.values())/1e6:.3f} M values"
 
 def _load_trainer_state(tr:_Trainer, ck:dict, path):
     "Restore `_trainer_state`'s dict read from `path` (named in errors), after checking that the run's options allow it."
     keys = RESUME_KEYS if tr.cfg["mode"] != "clean" else [k for k in RESUME_KEYS if k not in ATTACK_KEYS]  # unused when clean
     differ = {k: (ck["config"].get(k), tr.cfg[k]) for k in keys if ck["config"].get(k) != tr.cfg[k]}
     if differ: raise CheckpointError(f"{path} comes from a run with other settings (checkpoint, now): {differ}")
+    if "data" in ck["config"] and ck["config"]["data"] != tr.data:   # checkpoints from before data were recorded lack it
+        raise CheckpointError(f"{path} was trained on other images (checkpoint: {_images(ck['config']['data'])}; "
+                              f"now: {_images(tr.data)}): use the same data set, source and --train-limit, or --no-resume")
+    theirs, ours = ck["model"], tr.model.state_dict()
+    if {k: tuple(v.shape) for k, v in theirs.items()} != {k: tuple(v.shape) for k, v in ours.items()}:
+        raise CheckpointError(f"{path} holds another architecture (checkpoint: {_architecture(theirs)}; this model: "
+                              f"{type(tr.model).__name__}, {_architecture(ours)}): resume with the same --model, --dataset and "
+                              "--preset, or start afresh with --no-resume")
     if ck["step"] > tr.cfg["steps"]: raise ValueError(f"{path} is at step {ck['step']}, beyond steps={tr.cfg['steps']}")
     try: tr.model.load_state_dict(ck["model"])
     except RuntimeError as e: raise CheckpointError(f"{path} does not fit this model: {str(e).splitlines()[0]}") from e
@@ -287,6 +302,8 @@ def train(
     source = ImageSource(train_set)
     test_images = None if test_set is None else ImageSource(test_set)[torch.arange(len(test_set))]
     run_dir = Path(checkpoint_dir) if checkpoint_dir is not None else scratch_folder()
+    blocker = next((a for a in (run_dir, *run_dir.parents) if a.exists()), None)
+    if blocker is not None and not blocker.is_dir(): raise ValueError(f"checkpoint_dir {run_dir}: {blocker} is a file, not a folder")
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir/"checkpoint.pt" if checkpoint_dir is not None else None
     log_path = run_dir/"log.csv"
@@ -308,22 +325,29 @@ def train(
     return TrainRun(model, history, log_path, ckpt_path, tr.skipped, tr.seconds_before + time.time() - tr.t0)
 
 # %% ../nbs/04e_train.ipynb #7b2867a8
+def _option_type(f):
+    "The command-line type of a `TrainConfig` field: its kind, and the word None where the field allows None."
+    kind = f.metadata["kind"]
+    if "None" not in str(f.type): return kind
+    return lambda s: None if s == "None" else kind(s)
+
 def parse_args(argv=None)->argparse.Namespace:
     "Arguments of `python -m flownb.train` (`flownb-train`): the fields of `TrainConfig`, then the model, the data and the run folder."
-    p = argparse.ArgumentParser(prog="python -m flownb.train", description="Train a flow on clean, adversarial or hybrid batches.")
+    p = argparse.ArgumentParser(prog="python -m flownb.train", description="Train a flow on clean, adversarial or hybrid batches.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     choices = dict(mode=list(MODES), preset=["auto", *PRESETS])
     for f in fields(TrainConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), type=f.metadata["kind"], default=f.default, choices=choices.get(f.name),
+        p.add_argument("--" + f.name.replace("_", "-"), type=_option_type(f), default=f.default, choices=choices.get(f.name),
                        help=f.metadata["help"] + (" (must match to resume)" if f.metadata["resume"] else ""))
     p.add_argument("--dataset", default="digits", help="data set name (flownb.data), e.g. digits, mnist, cifar10")
-    p.add_argument("--model", default="glow", choices=["glow", "realnvp"])
+    p.add_argument("--model", default="glow", choices=["glow", "realnvp"], help="the flow to train, built by --preset for --dataset")
     p.add_argument("--device", default="auto", help="'auto' (CUDA when visible), 'cpu', 'cuda'")
     p.add_argument("--checkpoint-dir", required=True, help="folder for checkpoint.pt and log.csv")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
-    p.add_argument("--data-root", default="data", help="dataset folder (relative: from the repository root)")
+    p.add_argument("--data-root", default=None, help="dataset folder (relative: from the repository root); default: $FLOWNB_DATA, else data/")
     p.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
     p.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test images; 0: no test set")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (the JSON summary is still printed)")
     return p.parse_args(argv)
 
 def main(argv=None)->TrainRun:
@@ -349,9 +373,11 @@ def main(argv=None)->TrainRun:
 
 # %% ../nbs/04e_train.ipynb #ead01aa5
 def cli():
-    "The `flownb-train` command: `main`, with a bad option or checkpoint said in one line (and no return value, which a console script would print)."
+    "The `flownb-train` command (and `python -m flownb.train`): `main`, with a bad option, data or checkpoint said in one line."
     try: main()
-    except ValueError as e: raise SystemExit(f"flownb-train: {e}") from None
+    except (ValueError, NonFiniteTrainingError) as e:
+        kind = "" if type(e) is ValueError else f"{type(e).__name__}: "
+        raise SystemExit(f"flownb-train: {kind}{e}") from None
 
 # run only as `python -m flownb.train`: a notebook kernel also has __name__ == "__main__", but no __file__
-if __name__ == "__main__" and "__file__" in globals(): main()
+if __name__ == "__main__" and "__file__" in globals(): cli()

@@ -46,7 +46,7 @@ class TrainConfig:
         "One clear ValueError per bad option."
         if self.mode not in MODES: raise ValueError(f"unknown mode {self.mode!r}: use one of {MODES}")
         check_number("eps", self.eps, at_least=0, unit=" (pixel units)")
-        check_integer("attack_steps", self.attack_steps, 0); check_integer("steps", self.steps, 0, True)
+        check_integer("attack_steps", self.attack_steps, 0); check_integer("steps", self.steps, 1, True)
         check_integer("batch_size", self.batch_size, 1, True); check_integer("warmup_steps", self.warmup_steps, 0, True)
         check_integer("eval_every", self.eval_every, 1, True); check_integer("checkpoint_every", self.checkpoint_every, 1, True)
         check_integer("max_bad_steps", self.max_bad_steps, 1); check_integer("attack_group", self.attack_group, 1, True)
