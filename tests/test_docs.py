@@ -134,8 +134,8 @@ def test_readme_and_index_list_every_notebook_in_reading_order(repo_root):
     "The README's notebook table and the landing page's reading order name every notebook of nbs/, in file-name order (the reading order)."
     import re
     names = sorted(p.stem for p in (repo_root/"nbs").glob("*.ipynb") if p.stem != "index")
-    readme = [m.group(1) for m in re.finditer(r"^\| `(\d\d[a-z]?_[a-z0-9_]+)` \|", (repo_root/"README.md").read_text(), re.M)]
+    readme = [m.group(1) for m in re.finditer(r"^\| `(\d\d[a-z]{0,2}_[a-z0-9_]+)` \|", (repo_root/"README.md").read_text(), re.M)]
     assert readme == names, set(readme) ^ set(names) or "README's order differs from the files'"
     index = next(c.source for c in nbformat.read(repo_root/"nbs"/"index.ipynb", as_version=4).cells if c.source.startswith("## Reading order"))
-    linked = re.findall(r"\| \[(\d\d[a-z]?_[a-z0-9_]+)\]\(\1\.ipynb\) \|", index)
+    linked = re.findall(r"\| \[(\d\d[a-z]{0,2}_[a-z0-9_]+)\]\(\1\.ipynb\) \|", index)
     assert linked == names, set(linked) ^ set(names) or "the index's order differs from the files'"
