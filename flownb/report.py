@@ -43,7 +43,7 @@ def audit_line(
 )->str:               # one markdown paragraph
     "What the run's attack audit found (`flownb.audit`), or that it has none."
     path = Path(figures)/f"{stem}_attack_audit.csv"
-    if not path.exists(): return "Attack audit: none recorded for this run."
+    if not path.exists(): return "Attack audit: none recorded (the run predates the audit, or reports no attacked NLL)."
     summary = pd.read_csv(path).drop(columns=["preset"], errors="ignore")
     if not len(summary): return f"Attack audit (`figures/{path.name}`): no attacked row."
     return f"Attack audit (`figures/{path.name}`): " + audit_report(summary).replace("attack audit: ", "", 1).replace("\n", "; ") + "."
