@@ -188,10 +188,10 @@ def _number(s:str)->float|None:
     except ValueError: return None
 
 def _tolerance(s:str)->float:
-    "Half a unit in the last non-zero digit shown (pandas pads a column of mixed sizes with zeros: `.round(3)` may show 3.581000e+00): '3.581' -> 5e-4, '1.13e+07' -> 5e+04, '8.0' -> 0.5."
+    "0.6 of a unit in the last non-zero digit shown: half for the display's rounding, and up to a tenth more where the notebook rounded first (`.round(4)` shown as 1.118684e+03). Pandas pads mixed sizes with zeros (3.581000e+00): '3.581' -> 6e-4, '1.13e+07' -> 6e+04."
     mantissa, _, exp = s.lower().partition("e")
     decimals = len(mantissa.partition(".")[2].rstrip("0"))
-    return 0.5*10**(int(exp or 0) - decimals)*(1 + 1e-9)
+    return 0.6*10**(int(exp or 0) - decimals)*(1 + 1e-9)
 
 def cell_matches(
     shown:str,  # the text of a displayed cell
