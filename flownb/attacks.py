@@ -221,7 +221,7 @@ def default_step_size(
 
 # %% ../nbs/03_attacks.ipynb #8635812e
 QUANTIZE_MODES = ("round", "grid")
-QUANTIZED_DEFAULT = "grid"   # what quantize=True means: the stronger mode on trained flows (measured below)
+QUANTIZED_DEFAULT = "grid"   # what quantize=True means: stronger on the digits flow below and the clean GLOWs; the audit runs "round"
 TRAINING_ATTACK = dict(keep_best=False, quantize=False)   # the PGD of adversarial / hybrid training: last iterate, continuous
 TRAINING_ATTACK_ID = "linf-pgd from x, 2.5eps/m steps, last iterate, continuous"  # part of the run key of robust flows
 
