@@ -147,7 +147,7 @@ REALNVP_BUDGETS = dict(  # Table 3: RealNVP training and evaluation per preset (
 SAMPLES = dict(smoke=4, cpu=128, gpu=500, paper=1000)  # §8.3 (08_adversarial_samples): samples per model and temperature
 
 STABILITY = dict(  # §8.5 (09_stability): training steps of each model, test images, initialisations, noise draws
-    smoke=dict(steps=20, n_test=8, n_inits=2, draws=4), cpu=dict(steps=1000, n_test=64, n_inits=3, draws=16),
+    smoke=dict(steps=20, n_test=8, n_inits=2, draws=4), cpu=dict(steps=1000, n_test=64, n_inits=5, draws=16),
     gpu=dict(steps=10_000, n_test=256, n_inits=3, draws=16), paper=dict(steps=100_000, n_test=1000, n_inits=5, draws=32))
 
 # %% ../nbs/00d_presets.ipynb #1627bf5c
