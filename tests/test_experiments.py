@@ -5,10 +5,11 @@ import os
 import subprocess
 
 import nbformat
+import numpy as np
 import pandas as pd
 
 from flownb.report import results_markdown, BEGIN, END
-from flownb.results import column_labels, column_title
+from flownb.results import column_labels, column_title, committed_runs, VERDICTS
 from flownb.robustness import TRIO_TITLES
 
 EXPERIMENTS = ["05_glow_cifar", "06_glow_lsun", "07_realnvp", "08_adversarial_samples", "09_stability", "09a_beyond_paper"]
@@ -77,6 +78,14 @@ def test_readme_results_are_the_committed_figures(repo_root):
     assert section == results_markdown(repo_root/"figures").strip(), "README results are stale: run nbs/10_report.ipynb"
 
 
+def test_committed_claims_carry_the_labels_of_one_function(repo_root):
+    "Every experiment's claims table labels its rows with `flownb.results.verdict`'s three labels (theory's are errata checks)."
+    stems = [stem for stem, _ in committed_runs(repo_root/"figures")]
+    claims = [pd.read_csv(repo_root/"figures"/f"{s}_claims.csv") for s in stems if (repo_root/"figures"/f"{s}_claims.csv").exists()]
+    assert len(claims) >= 5
+    for c in claims: assert set(c.reproduced) <= set(VERDICTS), set(c.reproduced) - set(VERDICTS)
+
+
 def test_beyond_paper_writes_its_tables_and_verdicts(repo_root, venv_bin, tmp_path):
     "09a at the smoke preset: every table and figure it promises, the NLL terms adding up to the NLL, AUROC in [0, 1], seeds behind the verdict."
     figures = papermill(repo_root, venv_bin, tmp_path, "09a_beyond_paper", "-r", "anomalies", "uniform noise")
@@ -93,5 +102,9 @@ def test_beyond_paper_writes_its_tables_and_verdicts(repo_root, venv_bin, tmp_pa
     terms = pd.read_csv(figures/f"{stem}_terms.csv")
     assert abs(terms.groupby("images").share.sum() - 1).max() < 1e-6               # each term's share of the growth adds up
     claims = pd.read_csv(figures/f"{stem}_claims.csv")
-    assert len(claims) >= 6 and set(claims.reproduced) <= {"reproduced", "not reproduced"}
-    for name in ("terms", "distributions", "auroc"): assert (figures/f"{stem}_{name}.png").stat().st_size > 0
+    assert len(claims) >= 6 and set(claims.reproduced) <= set(VERDICTS)
+    assert claims.evidence.str.startswith("threshold:").all()                       # each threshold stated before its number
+    assert (seeds[seeds.role == "held-out test"].seed != 0).all()                     # the remedy is tested on seeds it was not picked on
+    bounds = pd.read_csv(figures/f"{stem}_bounds.csv")
+    assert list(bounds.bound) == sorted(bounds.bound) and bounds.bound.iloc[0] == 0 and np.isinf(bounds.bound.iloc[-1])
+    for name in ("terms", "distributions", "auroc", "seeds", "bounds"): assert (figures/f"{stem}_{name}.png").stat().st_size > 0
