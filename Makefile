@@ -13,7 +13,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PRESET ?= auto
 # notebooks `make paper` runs, in order (override with NB=<name>)
-PAPER_NBS ?= 00_theory 05_glow_cifar 06_glow_lsun 07_realnvp 08_adversarial_samples 09_stability 09a_beyond_paper 10_report
+PAPER_NBS ?= 00_theory 05_glow_cifar 06_glow_lsun 07_realnvp 08_adversarial_samples 09_stability 09a_beyond_paper 09b_budget_curve 10_report
 # executed copies of the notebooks land here (git-ignored)
 RUN_DIR ?= runs/notebooks
 # library notebooks `make executed-library` runs (00_theory is make paper's)

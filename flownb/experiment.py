@@ -75,7 +75,8 @@ def repo_folder(
 # %% ../nbs/00a_experiment.ipynb #f837cbac
 FIGURES_PRESET = "cpu"                # the preset of the results committed in figures/
 NOT_RESULT_PARAMETERS = ("out_dir",)  # parameters that do not change what a notebook computes
-COMMITTED_NOTEBOOKS = ("00_theory", "05_glow_cifar", "06_glow_lsun", "07_realnvp", "08_adversarial_samples", "09_stability", "09a_beyond_paper")  # results in figures/
+COMMITTED_NOTEBOOKS = ("00_theory", "05_glow_cifar", "06_glow_lsun", "07_realnvp", "08_adversarial_samples", "09_stability", "09a_beyond_paper",
+                       "09b_budget_curve")  # results in figures/
 
 def notebook_defaults(
     notebook:str,   # notebook name in nbs/, e.g. '05_glow_cifar'
@@ -147,6 +148,7 @@ def progress_bar(
 EXPECTED_MINUTES = {  # notebook -> preset -> wall minutes on 2 CPU cores, measured (paper: GPU hours, not measured here)
     "00_theory": dict(smoke=0.5, cpu=3.5), "05_glow_cifar": dict(smoke=1, cpu=25), "06_glow_lsun": dict(smoke=1, cpu=23),
     "07_realnvp": dict(smoke=1, cpu=22), "08_adversarial_samples": dict(smoke=1, cpu=1), "09_stability": dict(smoke=1, cpu=13), "09a_beyond_paper": dict(smoke=1, cpu=90),
+    "09b_budget_curve": dict(smoke=1, cpu=70),
     "10_report": dict(smoke=0.2, cpu=0.2),
 }
 

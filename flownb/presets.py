@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['PRESETS', 'NAMED_ARCHITECTURES', 'GLOW_VARIANTS', 'ARCHITECTURES', 'TRAIN_PRESETS', 'TRIO_BUDGETS', 'TABLE2_EVAL',
-           'REALNVP_BUDGETS', 'SAMPLES', 'STABILITY', 'REMEDIES', 'BEYOND_PAPER', 'THEORY_AUDIT', 'ATTACK_DEMO',
-           'TRAINING_DEMO', 'NLL_TERMS_DEMO', 'resolve_preset', 'architecture', 'architecture_name']
+           'REALNVP_BUDGETS', 'SAMPLES', 'STABILITY', 'REMEDIES', 'BEYOND_PAPER', 'BUDGET_CURVE', 'THEORY_AUDIT',
+           'ATTACK_DEMO', 'TRAINING_DEMO', 'NLL_TERMS_DEMO', 'resolve_preset', 'architecture', 'architecture_name']
 
 # %% ../nbs/00d_presets.ipynb #d2a8dc53
 import torch
@@ -165,6 +165,14 @@ BEYOND_PAPER = dict(  # 09a_beyond_paper, per preset: remedies, from-scratch rob
              n_test=1_000, attack_steps=32, n_terms=128, auroc_n=500, auroc_steps=100, ood_n=64, ood_steps=100, audit_n=64),
     paper=dict(variants=REMEDIES, seeds=5, scratch_steps=100_000, scratch_attack_steps=10,
                n_test=10_000, attack_steps=32, n_terms=256, auroc_n=2_000, auroc_steps=100, ood_n=64, ood_steps=100, audit_n=128),
+)
+
+BUDGET_CURVE = dict(  # 09b_budget_curve, per preset: robust-training steps of each adversarial / hybrid pair (the preset's
+                      # Table 1 budget first), attacked test images, images of the attack audit
+    smoke=dict(budgets=(10, 20, 40), n_test=8, audit_n=4),
+    cpu=dict(budgets=(600, 1200, 2400), n_test=128, audit_n=16),
+    gpu=dict(budgets=(1_200, 3_600, 10_800), n_test=1_000, audit_n=64),
+    paper=dict(budgets=(25_000, 50_000, 100_000), n_test=10_000, audit_n=128),
 )
 
 # %% ../nbs/00d_presets.ipynb #9d0a2e09

@@ -131,6 +131,7 @@ EXPERIMENTS = [  # in the paper's order
     Experiment("fig6_glow_*", "Figure 6 / §8.3 — samples of the adversarial model judged by the clean one", "08_adversarial_samples"),
     Experiment("stability_glow_*", "§8.5 — spread of bits/dim under attack, LU vs plain 1×1 convolutions", "09_stability"),
     Experiment("beyond_glow_*", "Beyond the paper — where the likelihood explodes, architectural remedies, training from scratch, OOD detection under attack", "09a_beyond_paper"),
+    Experiment("budget_glow_*", "Beyond the paper — hybrid against adversarial training as the robust-training budget grows", "09b_budget_curve"),
 ]
 
 def committed_runs(

@@ -12,7 +12,7 @@ from flownb.report import results_markdown, BEGIN, END
 from flownb.results import column_labels, column_title, committed_runs, VERDICTS
 from flownb.robustness import TRIO_TITLES
 
-EXPERIMENTS = ["05_glow_cifar", "06_glow_lsun", "07_realnvp", "08_adversarial_samples", "09_stability", "09a_beyond_paper"]
+EXPERIMENTS = ["05_glow_cifar", "06_glow_lsun", "07_realnvp", "08_adversarial_samples", "09_stability", "09a_beyond_paper", "09b_budget_curve"]
 
 
 def papermill(repo_root, venv_bin, tmp_path, notebook, *params, runs=None):

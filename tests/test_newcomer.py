@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pandas as pd
 import pytest
 
-EXPERIMENTS = ["05_glow_cifar", "06_glow_lsun", "07_realnvp", "08_adversarial_samples", "09_stability", "09a_beyond_paper"]
+EXPERIMENTS = ["05_glow_cifar", "06_glow_lsun", "07_realnvp", "08_adversarial_samples", "09_stability", "09a_beyond_paper", "09b_budget_curve"]
 
 
 def no_mirror_env(tmp_path, **extra):
