@@ -108,3 +108,17 @@ def test_beyond_paper_writes_its_tables_and_verdicts(repo_root, venv_bin, tmp_pa
     bounds = pd.read_csv(figures/f"{stem}_bounds.csv")
     assert list(bounds.bound) == sorted(bounds.bound) and bounds.bound.iloc[0] == 0 and np.isinf(bounds.bound.iloc[-1])
     for name in ("terms", "distributions", "auroc", "seeds", "bounds"): assert (figures/f"{stem}_{name}.png").stat().st_size > 0
+
+
+def test_budget_curve_trains_each_budget_and_names_the_gap(repo_root, venv_bin, tmp_path):
+    "09b at the smoke preset with budgets given: a pair of robust models per budget, the gap per budget, one labelled verdict."
+    figures = papermill(repo_root, venv_bin, tmp_path, "09b_budget_curve", "-y", "budgets: [5, 10, 20]", "-p", "n_test", "4")
+    record = json.loads((figures/"budget_glow_cifar10.json").read_text())
+    table = pd.read_csv(figures/"budget_glow_cifar10.csv")
+    assert sorted(zip(table.budget, table["mode"])) == [(b, m) for b in (5, 10, 20) for m in ("adversarial", "hybrid")]
+    assert (table.attacked_mean > 0).all() and len(record["runs"]) == 6
+    gap = pd.read_csv(figures/"budget_glow_cifar10_gap.csv")
+    assert np.allclose(gap["hybrid / adversarial"], gap.hybrid / gap.adversarial)
+    claims = pd.read_csv(figures/"budget_glow_cifar10_claims.csv")
+    assert len(claims) == 1 and claims.reproduced[0] in VERDICTS and record["gap_shape"] in claims.evidence[0]
+    assert (figures/"budget_glow_cifar10.png").stat().st_size > 0
