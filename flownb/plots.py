@@ -16,7 +16,7 @@ def plot_learning_curves(
     ax=None,          # matplotlib axes to draw into; None: a new figure
     title:str|None=None,  # axes title
 ):                    # the matplotlib figure
-    "Training (dashed) and test (solid) bits/dim against steps, one colour per run."
+    "Training objective (dashed) and, where logged, clean test (solid) bits/dim against steps on a log axis, one colour per run."
     import matplotlib.pyplot as plt
     if ax is None: _, ax = plt.subplots(figsize=(6, 4)); plt.close(ax.figure)   # closed: shown once, where it is a cell's value
     for i, (label, h) in enumerate(runs.items()):
@@ -24,7 +24,8 @@ def plot_learning_curves(
         c = f"C{i}"
         ax.plot(h.step, h.train_bpd, "--", color=c, label=f"{label} (train objective)")
         if h.test_bpd.notna().any(): ax.plot(h.step, h.test_bpd, "-", color=c, marker=".", label=f"{label} (test, clean)")
-    ax.set_xlabel("step"); ax.set_ylabel("bits/dim"); ax.legend(fontsize=7); ax.grid(alpha=0.3)
+    ax.set_yscale("log")   # bits/dim are positive; early robust steps are 1000x the converged ones
+    ax.set_xlabel("step"); ax.set_ylabel("bits/dim (log scale)"); ax.legend(fontsize=7); ax.grid(alpha=0.3, which="both")
     if title: ax.set_title(title, fontsize=9)
     return ax.figure
 
