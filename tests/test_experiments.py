@@ -8,7 +8,7 @@ import nbformat
 import numpy as np
 import pandas as pd
 
-from flownb.report import results_markdown, BEGIN, END
+from flownb.report import results_markdown, claims_table, verdict_tally, BEGIN, END
 from flownb.results import column_labels, column_title, committed_runs, VERDICTS
 from flownb.robustness import TRIO_TITLES
 
@@ -76,6 +76,14 @@ def test_readme_results_are_the_committed_figures(repo_root):
     text = (repo_root/"README.md").read_text()
     section = text[text.index(BEGIN) + len(BEGIN):text.index(END)].strip()
     assert section == results_markdown(repo_root/"figures").strip(), "README results are stale: run nbs/10_report.ipynb"
+
+
+def test_landing_page_counts_the_committed_verdicts(repo_root):
+    "The landing page's headline tally of verdicts is the one the committed claims tables give."
+    figures = repo_root/"figures"
+    tally = verdict_tally(claims_table(figures, [stem for stem, _ in committed_runs(figures)]))
+    index = "".join(c.source for c in nbformat.read(repo_root/"nbs"/"index.ipynb", as_version=4).cells)
+    assert tally in index, f"nbs/index.ipynb should say: {tally}"
 
 
 def test_committed_claims_carry_the_labels_of_one_function(repo_root):
