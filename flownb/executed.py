@@ -201,7 +201,8 @@ def cell_matches(
     shown, value = " ".join(shown.split()), " ".join(str(value).split())
     a, b = _number(shown), _number(value if value else "nan")
     if a is not None and b is not None:
-        return (a != a and b != b) or abs(a - b) <= _tolerance(shown) + 1e-12*abs(b)
+        if a == b or (a != a and b != b): return True          # equal, infinities included, or both missing
+        return abs(a - b) <= _tolerance(shown) + 1e-12*abs(b) if abs(b) < float("inf") else False
     if shown.endswith("...") or shown.endswith("…"): return value.startswith(shown.rstrip(".…"))
     return shown == value
 
