@@ -90,7 +90,6 @@ def trio_claims(
     v = lambda kind, m, e, col="bpd_mean": float(long[(long.kind == kind) & (long.model == m) & (long.eps == e)][col].iloc[0])
     e = float(long.eps.max())
     rise = {m: v("attack", m, e) - v("attack", m, 0.0) for m in ("clean", "adversarial", "hybrid")}
-    noise_rise = v("uniform noise", "clean", e) - v("uniform noise", "clean", 0.0)
     c0 = {m: v("attack", m, 0.0) for m in rise}
     sem_adv = math.hypot(v("attack", "adversarial", 0.0, "bpd_sem"), v("attack", "clean", 0.0, "bpd_sem"))
     ood_e = v("ood attack", "clean", e)
