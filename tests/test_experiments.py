@@ -88,10 +88,10 @@ def test_landing_page_counts_the_committed_verdicts(repo_root):
 
 def test_committed_claims_carry_the_labels_of_one_function(repo_root):
     "Every experiment's claims table labels its rows with `flownb.results.verdict`'s three labels (theory's are errata checks)."
-    stems = [stem for stem, _ in committed_runs(repo_root/"figures")]
-    claims = [pd.read_csv(repo_root/"figures"/f"{s}_claims.csv") for s in stems if (repo_root/"figures"/f"{s}_claims.csv").exists()]
-    assert len(claims) >= 5
-    for c in claims: assert set(c.reproduced) <= set(VERDICTS), set(c.reproduced) - set(VERDICTS)
+    figures = repo_root/"figures"
+    claims = claims_table(figures, [stem for stem, _ in committed_runs(figures)])
+    assert claims.run.nunique() >= 5
+    assert set(claims.reproduced) <= set(VERDICTS), set(claims.reproduced) - set(VERDICTS)
 
 
 def test_beyond_paper_writes_its_tables_and_verdicts(repo_root, venv_bin, tmp_path):
