@@ -12,12 +12,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PRESET ?= auto
-# notebooks `make paper` runs, in order (override with NB=<name>)
-PAPER_NBS ?= 00_theory 05_glow_cifar 06_glow_lsun 07_realnvp 08_adversarial_samples 09_stability 09a_beyond_paper 09b_budget_curve 10_report
+# notebooks `make paper` runs, in order (override with NB=<name>): the numbered notebooks at the top of nbs/
+PAPER_NBS ?= $(sort $(basename $(notdir $(wildcard nbs/[0-9]*.ipynb))))
 # executed copies of the notebooks land here (git-ignored)
 RUN_DIR ?= runs/notebooks
-# library notebooks `make executed-library` runs (00_theory is make paper's)
-LIBRARY_NBS ?= $(filter-out 00_theory,$(basename $(notdir $(wildcard nbs/0[0-4]*.ipynb))))
+# library notebooks `make executed-library` runs: those in the layer folders of nbs/, e.g. flows/04_models
+LIBRARY_NBS ?= $(sort $(patsubst nbs/%.ipynb,%,$(wildcard nbs/*/*.ipynb)))
 CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser || command -v google-chrome)
 
 # papermill parameters: PRESET always; the others only when given on the command line
@@ -68,22 +68,22 @@ test-data: install
 	$(BIN)/python -m pytest tests/ -q -m data
 
 # papermill runs without MPLBACKEND (the kernel's inline backend puts the figures into the executed notebooks); each executed
-# notebook goes back over its source in nbs/ only when its results went to figures/ (flownb.executed)
+# notebook goes back over its source in nbs/ only when its results went to figures/ (flownb.tools.executed)
 paper: install
-	@$(BIN)/python -c 'import sys; from flownb.experiment import paper_plan; print(paper_plan(sys.argv[1], sys.argv[2:]))' $(PRESET) $(NOTEBOOKS)
+	@$(BIN)/python -c 'import sys; from flownb.experiments.records import paper_plan; print(paper_plan(sys.argv[1], sys.argv[2:]))' $(PRESET) $(NOTEBOOKS)
 	mkdir -p $(RUN_DIR)
 	for nb in $(NOTEBOOKS); do \
 	  env -u MPLBACKEND $(BIN)/papermill nbs/$$nb.ipynb $(RUN_DIR)/$$nb.ipynb $(PARAMS) || exit 1; \
-	  $(BIN)/python -m flownb.executed $(RUN_DIR)/$$nb.ipynb nbs/$$nb.ipynb || exit 1; \
+	  $(BIN)/python -m flownb.tools.executed $(RUN_DIR)/$$nb.ipynb nbs/$$nb.ipynb || exit 1; \
 	done
 
 # the library notebooks with their outputs, run as nbdev_test runs them (IN_TEST=1: what they write goes to a scratch
 # folder, never figures/ or runs/) at PRESET; each executed copy replaces its source in nbs/ unless PRESET is smoke
 executed-library: install
-	mkdir -p $(RUN_DIR)/library
 	for nb in $(LIBRARY_NBS); do \
-	  env -u MPLBACKEND IN_TEST=1 FLOWNB_PRESET=$(PRESET) $(BIN)/papermill --cwd nbs nbs/$$nb.ipynb $(RUN_DIR)/library/$$nb.ipynb || exit 1; \
-	  $(BIN)/python -m flownb.executed $(RUN_DIR)/library/$$nb.ipynb nbs/$$nb.ipynb --preset $(PRESET) || exit 1; \
+	  mkdir -p $(RUN_DIR)/library/$$(dirname $$nb); \
+	  env -u MPLBACKEND IN_TEST=1 FLOWNB_PRESET=$(PRESET) $(BIN)/papermill --cwd nbs/$$(dirname $$nb) nbs/$$nb.ipynb $(RUN_DIR)/library/$$nb.ipynb || exit 1; \
+	  $(BIN)/python -m flownb.tools.executed $(RUN_DIR)/library/$$nb.ipynb nbs/$$nb.ipynb --preset $(PRESET) || exit 1; \
 	done
 
 # headless Chromium for the docs check: installed with apt-get when absent and run as root (~20 s on Debian 12)
@@ -96,10 +96,10 @@ chromium:
 	fi
 
 # the docs site in _docs/: nbdev_docs (Quarto) where quarto is installed, else every notebook of nbs/ rendered by nbconvert
-# (flownb.docs_site) and each page opened in headless Chromium: images loaded, sidebar complete, no traceback
+# (flownb.tools.docs_site) and each page opened in headless Chromium: images loaded, sidebar complete, no traceback
 docs: install chromium
 	if command -v quarto >/dev/null; then $(BIN)/nbdev_docs; \
-	else $(BIN)/python -m flownb.docs_site --out _docs --check; fi
+	else $(BIN)/python -m flownb.tools.docs_site --out _docs --check; fi
 
 # checks a GPU machine (placement, timings with each speed switch, projected hours of Tables 1-3); GPU_CHECK_ARGS=--dry-run on a CPU
 gpu-check: install

@@ -8,8 +8,8 @@ Every time is the median over `--repeats` rounds after a warm-up, in one process
 of the CIFAR-10 shape (3×32×32, float32); the variants compared are called in turn within each round, so the
 machine's drift hits them alike. Definitions, matching the reference figures of benchmarks/README.md:
 - train step: bits/dim with dequantization noise, gradients, Adam step (model in training mode), as
-  `flownb.train` does it: one forward and backward over the batch and the fused Adam (`flownb.train.adam`);
-- PGD step: the cost of one more step of `flownb.attacks.pgd` (1 against 1 + k steps, differenced within each
+  `flownb.training.loop` does it: one forward and backward over the batch and the fused Adam (`flownb.training.loop.adam`);
+- PGD step: the cost of one more step of `flownb.attacks.pgd.pgd` (1 against 1 + k steps, differenced within each
   round; gradients w.r.t. the input only; never parameter gradients);
 - forward: `bits_per_dim` without gradients (`torch.inference_mode`);
 - sweep: `attack_sweep` over ε ∈ {0, 1, 2, 4, 8} with 32 steps (all ε in one batch) against one `pgd` call
@@ -23,9 +23,11 @@ from pathlib import Path
 
 import torch
 
-from flownb.attacks import attack_sweep, pgd
-from flownb.models import Glow, RealNVP, bits_per_dim, bits_per_dim_given_noise, build_model, count_parameters
-from flownb.train import adam
+from flownb.attacks.pgd import attack_sweep, pgd
+from flownb.flows.models import Glow, RealNVP, count_parameters
+from flownb.flows.likelihood import bits_per_dim, bits_per_dim_given_noise
+from flownb.flows.architectures import build_model
+from flownb.training.loop import adam
 from plain_glow import PlainGlow, plain_bits_per_dim, plain_pgd_step
 from timing import alternated_ms, alternated_median_ms, paired_slope_ms
 
@@ -79,7 +81,7 @@ def measure(name:str, build, batch:int, repeats:int, pgd_steps:int, sweep:bool)-
     params = list(model.parameters())
     opt, opt_loop = adam(params, lr=1e-4), torch.optim.Adam(params, lr=1e-4)
     g = torch.Generator().manual_seed(1)
-    def train_step(optimizer):     # what flownb.train does (with `opt`: its fused Adam)
+    def train_step(optimizer):     # what flownb.training.loop does (with `opt`: its fused Adam)
         model.train(); optimizer.zero_grad(set_to_none=True)
         bits_per_dim_given_noise(model, x, torch.rand(x.shape, generator=g)).mean().backward(); optimizer.step()
 

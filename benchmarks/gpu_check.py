@@ -4,20 +4,20 @@
     python benchmarks/gpu_check.py --dry-run         # the same code on the CPU with the smoke architectures (< 1 min)
     python benchmarks/gpu_check.py --trained runs/<key>   # also measure the speed switches on a trained flow
 
-0. End to end: the smoke-sized Table 1 experiment (`flownb.robustness.trio_experiment` on scikit-learn's digits,
+0. End to end: the smoke-sized Table 1 experiment (`flownb.experiments.robustness.trio_experiment` on scikit-learn's digits,
    training included) on the device, with every module of the process watched
-   (`flownb.devices.every_module_stays_on`); then the same flows asked for on the CPU must be reused from their
+   (`flownb.core.devices.every_module_stays_on`); then the same flows asked for on the CPU must be reused from their
    checkpoints (no retraining) with the same weights.
 1. Placement: a training step (hybrid: clean + PGD examples), a PGD attack and the evaluation tables of the
-   experiments run on each paper-preset model inside `flownb.devices.tensors_stay_on`: the check fails if any
+   experiments run on each paper-preset model inside `flownb.core.devices.tensors_stay_on`: the check fails if any
    tensor reaches the model from the CPU.
 2. Timings, at the paper's batch sizes, of a train step (bits/dim with dequantization noise, backward, Adam),
    a PGD step (gradient of bits/dim w.r.t. the input, model frozen) and a forward (no gradients), for
    GLOW on 32×32 (Table 1), GLOW on 64×64 (Table 2) and RealNVP on 64×64 (Table 3), in float32 (TF32 off) and
-   with each speed switch of `flownb.speed`; peak GPU memory of each.
+   with each speed switch of `flownb.flows.speed`; peak GPU memory of each.
 3. With `--trained`, what each switch does to a trained flow's bits/dim, log-density and attacked bits/dim
-   (`flownb.speed.compare_to_float32`).
-4. The projected hours of Tables 1-3 at the `paper` and `gpu` presets on 1 and 8 GPUs (`flownb.hours`).
+   (`flownb.flows.speed.compare_to_float32`).
+4. The projected hours of Tables 1-3 at the `paper` and `gpu` presets on 1 and 8 GPUs (`flownb.experiments.hours`).
 
 Writes JSON (`--out`, default benchmarks/gpu_check_<device>.json; the dry run writes to a temporary file) and
 prints a table. Exits non-zero when a placement check fails.
@@ -27,16 +27,20 @@ from pathlib import Path
 
 import torch
 
-from flownb.devices import resolve_device, tensors_stay_on, every_module_stays_on
-from flownb.models import build_model, bits_per_dim_given_noise, count_parameters, model_config
-from flownb.attacks import pgd
-from flownb.train import train, adam
-from flownb.evaluation import robustness_table, noise_table, ood_table
-from flownb.robustness import trio_experiment, trio_budget
-from flownb.runs import trained_flow, experiment_data
-from flownb.presets import PRESETS, TRIO_BUDGETS, REALNVP_BUDGETS
-from flownb.speed import SpeedOptions, apply_speed, set_tf32, compare_to_float32
-from flownb.hours import projected_hours
+from flownb.core.devices import resolve_device, tensors_stay_on, every_module_stays_on
+from flownb.flows.architectures import build_model, model_config
+from flownb.flows.likelihood import bits_per_dim_given_noise
+from flownb.flows.models import count_parameters
+from flownb.attacks.pgd import pgd
+from flownb.training.loop import train, adam
+from flownb.attacks.evaluation import robustness_table, noise_table, ood_table
+from flownb.experiments.robustness import trio_experiment, trio_budget
+from flownb.training.runs import trained_flow, experiment_data
+from flownb.core.presets import PRESETS
+from flownb.experiments.budgets import TRIO_BUDGETS, REALNVP_BUDGETS
+from flownb.flows.speed import SpeedOptions, apply_speed, compare_to_float32
+from flownb.core.devices import set_tf32
+from flownb.experiments.hours import projected_hours
 
 # model key -> (model, dataset whose paper architecture it is, image size, batch size at the paper preset)
 MODELS = {
@@ -156,7 +160,7 @@ def measure(key:str, arch_preset:str, device, batch:int, switches:list, dry:bool
 
 def switch_quality(trained:Path, device, switches:list)->list:
     "What each switch does to a trained flow (its run folder: checkpoint.pt and config.json; test images in test_images.pt)."
-    from flownb.runs import load_run
+    from flownb.training.runs import load_run
     model, config = load_run(trained)
     model = model.to(device)
     x = torch.load(trained/"test_images.pt").float() / 255

@@ -12,15 +12,18 @@ from pathlib import Path
 
 import torch
 
-from flownb.attacks import frozen, pgd
-from flownb.models import bits_per_dim, build_model, count_parameters, DATASET_SHAPES
+from flownb.attacks.pgd import frozen, pgd
+from flownb.flows.likelihood import bits_per_dim
+from flownb.flows.architectures import build_model
+from flownb.data.datasets import DATASETS
+from flownb.flows.models import count_parameters
 from timing import median_ms
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="glow", choices=["glow", "realnvp"])
-    ap.add_argument("--dataset", default="cifar10", choices=sorted(DATASET_SHAPES))
+    ap.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS))
     ap.add_argument("--preset", default="cpu", choices=["smoke", "cpu", "gpu", "paper"])
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=10, help="extra PGD steps whose cost is measured")
@@ -30,7 +33,7 @@ def main():
     if args.threads: torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = build_model(args.model, args.dataset, args.preset)
-    channels, size = DATASET_SHAPES[args.dataset]
+    channels, size = DATASETS[args.dataset].channels, DATASETS[args.dataset].default_size
     x = torch.randint(0, 256, (args.batch, channels, size, size)).float()/255
     with torch.no_grad(): model(x)                     # data-dependent initialisation
     model.eval()

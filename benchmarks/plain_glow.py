@@ -1,6 +1,6 @@
 """A plain PyTorch GLOW, written the way public PyTorch implementations write it, as the same-run baseline of bench.py.
 
-The architecture is that of `flownb.models.Glow` (L levels of squeeze, K steps of ActNorm → LU 1×1 convolution →
+The architecture is that of `flownb.flows.models.Glow` (L levels of squeeze, K steps of ActNorm → LU 1×1 convolution →
 affine coupling with a conv3×3 → ReLU → conv1×1 → ReLU → zero-initialised conv3×3 network, split with a learned
 prior, learned top prior): the same convolutions on the same shapes, except that the coupling convolutions carry
 a bias instead of ActNorm and the top prior is a zero-initialised convolution of zeros, as public implementations

@@ -1,9 +1,9 @@
-"""What each speed switch of `flownb.speed` does to trained flows, and what it buys, on this machine.
+"""What each speed switch of `flownb.flows.speed` does to trained flows, and what it buys, on this machine.
 
     python benchmarks/speed_switches.py runs/<key> [runs/<key> ...]      # run folders of trained flows
     python benchmarks/speed_switches.py --cpu-preset                      # the cpu-preset GLOW (Table 1) and RealNVP (Table 3)
 
-For each flow and switch: `flownb.speed.compare_to_float32` on 256 test images of its dataset (clean bits/dim,
+For each flow and switch: `flownb.flows.speed.compare_to_float32` on 256 test images of its dataset (clean bits/dim,
 log-density, bits/dim after an ℓ∞ PGD attack, ε = 8, 10 steps, quantized), and the time of a PGD step and a
 training step at batch 32 with and without the switch (median of rounds, interleaved). TF32 and CUDA graphs
 act on CUDA only and are measured by `benchmarks/gpu_check.py`. Writes speed_switches_<device>.json beside itself.
@@ -13,14 +13,14 @@ from pathlib import Path
 
 import torch
 
-from flownb.devices import resolve_device
-from flownb.models import bits_per_dim_given_noise
-from flownb.runs import experiment_data, load_run, run_root
-from flownb.robustness import trio_budget
-from flownb.presets import REALNVP_BUDGETS
-from flownb.speed import SpeedOptions, apply_speed, compare_to_float32
-from flownb.checkpoints import checkpoint_step
-from flownb.train import adam
+from flownb.core.devices import resolve_device
+from flownb.flows.likelihood import bits_per_dim_given_noise
+from flownb.training.runs import experiment_data, load_run, run_root
+from flownb.experiments.robustness import trio_budget
+from flownb.experiments.budgets import REALNVP_BUDGETS
+from flownb.flows.speed import SpeedOptions, apply_speed, compare_to_float32
+from flownb.training.checkpoints import checkpoint_step
+from flownb.training.loop import adam
 from timing import alternated_median_ms
 
 SWITCHES = ["bf16", "channels_last", "compile"]

@@ -7,9 +7,9 @@ import subprocess
 import pandas as pd
 import pytest
 
-from flownb.data import DATASETS
-from flownb.results import column_labels, column_title
-from flownb.robustness import TRIO_TITLES
+from flownb.data.datasets import DATASETS
+from flownb.experiments.results import column_labels, column_title
+from flownb.experiments.robustness import TRIO_TITLES
 
 pytestmark = pytest.mark.data
 REAL_SOURCES = {name: ("torchvision", f"mirror:{info.mirror_files[0]}") for name, info in DATASETS.items() if info.mirror_files}

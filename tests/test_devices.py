@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from flownb.devices import every_module_stays_on, OffDeviceTensor
-from flownb.runs import experiment_data, trained_flow
-from flownb.robustness import trio_budget, trio_experiment
+from flownb.core.devices import every_module_stays_on, OffDeviceTensor
+from flownb.training.runs import experiment_data, trained_flow
+from flownb.experiments.robustness import trio_budget, trio_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
@@ -36,7 +36,7 @@ def test_explicit_device_reaches_every_tensor_of_the_trio_experiment(tmp_path, d
 
 def test_the_watch_catches_a_tensor_left_on_another_device():
     "The check the test above relies on does fail: a model fed a tensor from another device raises, naming the module."
-    from flownb.models import build_model
+    from flownb.flows.architectures import build_model
     m = build_model("glow", "digits", "smoke")
     with every_module_stays_on("cpu"), pytest.raises(OffDeviceTensor, match="tensor on meta"):
         m.log_prob(torch.zeros(2, 1, 8, 8, device="meta"))

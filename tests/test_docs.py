@@ -8,9 +8,9 @@ import subprocess
 import nbformat
 import pytest
 
-from flownb.docs_site import build_site, check_site, chromium_path, site_notebooks, site_problems
-from flownb.experiment import COMMITTED_NOTEBOOKS
-from flownb.executed import MAX_NOTEBOOK_BYTES, publish_cli, publish_executed, run_note, table_mismatches
+from flownb.tools.docs_site import build_site, check_site, chromium_path, site_notebooks, site_problems
+from flownb.experiments.records import COMMITTED_NOTEBOOKS
+from flownb.tools.executed import MAX_NOTEBOOK_BYTES, publish_cli, publish_executed, run_note, table_mismatches
 
 needs_chromium = pytest.mark.skipif(chromium_path() is None, reason="no Chromium here: `make chromium` (as root) installs it, or set CHROMIUM")
 
@@ -123,11 +123,11 @@ def test_site_reads_well_in_chromium(site_repo, tmp_path):
 
 def test_make_targets(repo_root):
     paper = subprocess.run(["make", "-n", "-B", "paper", "NB=05_glow_cifar", "PRESET=cpu"], cwd=repo_root, check=True, capture_output=True, text=True).stdout
-    assert "python -m flownb.executed runs/notebooks/$nb.ipynb nbs/$nb.ipynb" in paper
+    assert "python -m flownb.tools.executed runs/notebooks/$nb.ipynb nbs/$nb.ipynb" in paper
     lib = subprocess.run(["make", "-n", "-B", "executed-library", "PRESET=cpu"], cwd=repo_root, check=True, capture_output=True, text=True).stdout
     assert "env -u MPLBACKEND" in paper and "env -u MPLBACKEND IN_TEST=1 FLOWNB_PRESET=cpu" in lib and "--preset cpu" in lib and "00_theory " not in lib
     docs = subprocess.run(["make", "-n", "-B", "docs"], cwd=repo_root, check=True, capture_output=True, text=True).stdout
-    assert "nbdev_docs" in docs and "python -m flownb.docs_site --out _docs --check" in docs
+    assert "nbdev_docs" in docs and "python -m flownb.tools.docs_site --out _docs --check" in docs
 
 
 def test_readme_and_index_list_every_notebook_in_reading_order(repo_root):

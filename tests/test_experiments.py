@@ -8,9 +8,9 @@ import nbformat
 import numpy as np
 import pandas as pd
 
-from flownb.report import results_markdown, claims_table, verdict_tally, BEGIN, END
-from flownb.results import column_labels, column_title, committed_runs, VERDICTS
-from flownb.robustness import TRIO_TITLES
+from flownb.experiments.report import results_markdown, claims_table, verdict_tally, BEGIN, END
+from flownb.experiments.results import column_labels, column_title, committed_runs, VERDICTS
+from flownb.experiments.robustness import TRIO_TITLES
 
 EXPERIMENTS = ["05_glow_cifar", "06_glow_lsun", "07_realnvp", "08_adversarial_samples", "09_stability", "09a_beyond_paper", "09b_budget_curve"]
 
@@ -87,7 +87,7 @@ def test_landing_page_counts_the_committed_verdicts(repo_root):
 
 
 def test_committed_claims_carry_the_labels_of_one_function(repo_root):
-    "Every experiment's claims table labels its rows with `flownb.results.verdict`'s three labels (theory's are errata checks)."
+    "Every experiment's claims table labels its rows with `flownb.experiments.results.verdict`'s three labels (theory's are errata checks)."
     figures = repo_root/"figures"
     claims = claims_table(figures, [stem for stem, _ in committed_runs(figures)])
     assert claims.run.nunique() >= 5

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from flownb.result_sets import check_result_set
+from flownb.core.result_sets import check_result_set
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
@@ -16,8 +16,8 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.env
 RUN = """
 import sys, time, errno
 import pandas as pd, matplotlib.pyplot as plt
-from flownb.results import save_results, write_claims, claim
-from flownb.experiment import write_run_record
+from flownb.experiments.results import save_results, write_claims, claim
+from flownb.experiments.records import write_run_record
 folder, seed, fail_at = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 if fail_at == "figure":   # a full disk while the figure is written: half a file, then ENOSPC
     from matplotlib.figure import Figure
@@ -77,7 +77,7 @@ def test_two_runs_into_one_folder_leave_one_complete_set(tmp_path):
 # --- the command line ------------------------------------------------------------------------------
 
 def train_cli(tmp_path, *args, env=ENV):
-    return subprocess.run([sys.executable, "-m", "flownb.train", "--dataset", "digits", "--preset", "smoke", "--no-progress",
+    return subprocess.run([sys.executable, "-m", "flownb.training.cli", "--dataset", "digits", "--preset", "smoke", "--no-progress",
                            *args], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
 
 

@@ -75,11 +75,11 @@ def test_smoke_notebooks_without_mirror(repo_root, venv_bin, tmp_path):
 
 def test_readme_training_command_runs(repo_root, tmp_path):
     "Item 7: the README's command-line example, as printed (only the folder moved and the run shortened)."
-    line = next(l for l in (repo_root/"README.md").read_text().splitlines() if "`python -m flownb.train " in l)
-    args = line.split("`python -m flownb.train ", 1)[1].split("`", 1)[0].split()
+    line = next(l for l in (repo_root/"README.md").read_text().splitlines() if "`python -m flownb.training.cli " in l)
+    args = line.split("`python -m flownb.training.cli ", 1)[1].split("`", 1)[0].split()
     at = args.index("--checkpoint-dir"); args[at + 1] = str(tmp_path/"demo")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo_root)}
-    run = subprocess.run([sys.executable, "-m", "flownb.train", *args, "--steps", "4", "--no-progress"], cwd=tmp_path,
+    run = subprocess.run([sys.executable, "-m", "flownb.training.cli", *args, "--steps", "4", "--no-progress"], cwd=tmp_path,
                          env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert json.loads(run.stdout.strip().splitlines()[-1])["last"]["step"] == 4

@@ -10,7 +10,7 @@ import pytest
 
 
 def notebooks(root):
-    return sorted((root/"nbs").glob("[!_.]*.ipynb"))
+    return sorted(p for p in (root/"nbs").rglob("[!_.]*.ipynb") if ".ipynb_checkpoints" not in p.parts)
 
 
 def test_library_is_the_export_of_the_notebooks(repo_root, venv_bin, tmp_path):
@@ -77,4 +77,4 @@ def test_make_paper_passes_parameters_through(repo_root):
     for piece in ("nbs/$nb.ipynb", "-p preset cpu", "-p eps 8", "-p seed 2"):
         assert piece in line, (piece, line)
     assert "for nb in 00_theory;" in cmd
-    assert "from flownb.experiment import paper_plan" in cmd and "' cpu 00_theory" in cmd   # what it will run and how long, first
+    assert "from flownb.experiments.records import paper_plan" in cmd and "' cpu 00_theory" in cmd   # what it will run and how long, first

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from flownb.data import sha256_file
-from flownb.shared_files import owner_tag
-from flownb.runs import experiment_data, trained_flow
-from flownb.train import train
-from flownb.checkpoints import CheckpointError
-from flownb.models import build_model
+from flownb.data.datasets import sha256_file
+from flownb.core.shared_files import owner_tag
+from flownb.training.runs import experiment_data, trained_flow
+from flownb.training.loop import train
+from flownb.training.checkpoints import CheckpointError
+from flownb.flows.architectures import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
@@ -25,7 +25,7 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.env
 FIRST_LOAD = '''
 import sys, time
 from pathlib import Path
-from flownb.data import unpack_mirror_files
+from flownb.data.datasets import unpack_mirror_files
 mirror, dest, sha = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 def slow_unpack(src, into):   # a big archive: the unpack takes a while
     time.sleep(2)

@@ -1,16 +1,16 @@
-"""Tests of flownb.train: bit-exact resume after SIGKILL, safe checkpoint loading, non-finite step guards,
+"""Tests of flownb.training.loop: bit-exact resume after SIGKILL, safe checkpoint loading, non-finite step guards,
 torchrun (2 gloo processes) against one process, and hybrid training's robustness on digits (paper §4-5)."""
 import os, sys, json, time, signal, subprocess
 from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from flownb.data import load_dataset
-from flownb.models import build_model
-from flownb.attacks import attack_sweep
-from flownb.train import train, initialize_actnorm, NonFiniteTrainingError
-from flownb.checkpoints import load_checkpoint, CheckpointError
-from flownb.batches import ImageSource
+from flownb.data.datasets import load_dataset
+from flownb.flows.architectures import build_model
+from flownb.attacks.pgd import attack_sweep
+from flownb.training.loop import train, initialize_actnorm, NonFiniteTrainingError
+from flownb.training.checkpoints import load_checkpoint, CheckpointError
+from flownb.training.batches import ImageSource
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
@@ -30,8 +30,8 @@ def fresh_glow(seed=0):
 
 
 def cli(checkpoint_dir, *extra):
-    "Command line of `python -m flownb.train` for a small hybrid run on digits."
-    return [sys.executable, "-m", "flownb.train", "--dataset", "digits", "--model", "glow", "--preset", "smoke",
+    "Command line of `python -m flownb.training.cli` for a small hybrid run on digits."
+    return [sys.executable, "-m", "flownb.training.cli", "--dataset", "digits", "--model", "glow", "--preset", "smoke",
             "--checkpoint-dir", str(checkpoint_dir), "--no-progress", *extra]
 
 
@@ -50,7 +50,7 @@ def test_bad_arguments_raise_one_value_error(kw, msg):
 
 
 def test_importing_does_not_run_main():
-    code = "import sys; sys.argv = ['x', '--help']; import flownb.train; print('imported')"
+    code = "import sys; sys.argv = ['x', '--help']; import flownb.training.loop; print('imported')"
     out = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "imported", out.stdout + out.stderr
 
@@ -171,7 +171,7 @@ def test_torchrun_two_processes_match_one_process(tmp_path, digits):
     "2 gloo processes × 16 images = one process × 32 images, hybrid, the same attack groups: the same loss curve."
     args = ["--mode", "hybrid", "--eps", "8", "--attack-steps", "2", "--attack-group", "16", "--steps", "8",
             "--batch-size", "32", "--eval-every", "1", "--checkpoint-every", "8", "--test-limit", "0", "--seed", "0"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "flownb.train",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "flownb.training.cli",
            *cli(tmp_path/"ddp", *args)[3:]]
     out = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -218,7 +218,7 @@ def test_hybrid_keeps_clean_likelihood_and_resists_attack(digits):
 def test_command_line_is_generated_from_the_training_config(venv_bin):
     "`flownb-train` (the console script) offers exactly the fields of TrainConfig, plus the model, data and run folder."
     from dataclasses import fields
-    from flownb.train_config import TrainConfig
+    from flownb.training.config import TrainConfig
     out = subprocess.run([str(venv_bin/"flownb-train"), "--help"], env=ENV, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     for f in fields(TrainConfig): assert "--" + f.name.replace("_", "-") in out.stdout, f.name

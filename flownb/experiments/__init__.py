@@ -1,0 +1,1 @@
+"""The paper's experiments: budgets per preset, results folders and records, tables and claims, figures, the report."""

@@ -1,0 +1,1 @@
+"""Training a flow on clean, adversarial or hybrid batches: options, batches, checkpoints, processes, the loop, runs."""
