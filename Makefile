@@ -55,9 +55,13 @@ $(BIN)/.installed: settings.ini setup.py
 
 install: $(BIN)/.installed
 
-# one thread per notebook: nbdev_test runs notebooks in parallel, and the small smoke models gain nothing from more
+# one thread per notebook: nbdev_test runs notebooks in parallel, and the small smoke models gain nothing from more.
+# nbdev_test runs the library notebooks and the report; the experiment notebooks run once each under pytest, with the
+# parameters and checks of tests/test_newcomer.py, test_experiments.py, test_notebooks.py and test_docs.py
+empty :=
+EXPERIMENT_NBS_RE := ^[_.]|^($(subst $(empty) $(empty),|,$(filter-out 10_report,$(PAPER_NBS))))\.ipynb$$
 test: install
-	OMP_NUM_THREADS=1 FLOWNB_PRESET=smoke $(BIN)/nbdev_test --timing
+	OMP_NUM_THREADS=1 FLOWNB_PRESET=smoke $(BIN)/nbdev_test --timing --skip_file_re '$(EXPERIMENT_NBS_RE)'
 	$(BIN)/python -m pytest tests/ -q
 
 # the tests that need CIFAR-10, CelebA and MNIST: the data notebook against the real mirror (checksums, every archive
@@ -70,7 +74,7 @@ test-data: install
 # papermill runs without MPLBACKEND (the kernel's inline backend puts the figures into the executed notebooks); each executed
 # notebook goes back over its source in nbs/ only when its results went to figures/ (flownb.tools.executed)
 paper: install
-	@$(BIN)/python -c 'import sys; from flownb.experiments.records import paper_plan; print(paper_plan(sys.argv[1], sys.argv[2:]))' $(PRESET) $(NOTEBOOKS)
+	@$(BIN)/python -c 'import sys; from flownb.experiments.registry import paper_plan; print(paper_plan(sys.argv[1], sys.argv[2:]))' $(PRESET) $(NOTEBOOKS)
 	mkdir -p $(RUN_DIR)
 	for nb in $(NOTEBOOKS); do \
 	  env -u MPLBACKEND $(BIN)/papermill nbs/$$nb.ipynb $(RUN_DIR)/$$nb.ipynb $(PARAMS) || exit 1; \

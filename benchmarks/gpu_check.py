@@ -34,7 +34,7 @@ from flownb.flows.models import count_parameters
 from flownb.attacks.pgd import pgd
 from flownb.training.loop import train, adam
 from flownb.attacks.evaluation import robustness_table, noise_table, ood_table
-from flownb.experiments.robustness import trio_experiment, trio_budget
+from flownb.experiments.robustness import trio_experiment, trio_budget, trio_specs
 from flownb.training.runs import trained_flow, experiment_data
 from flownb.core.presets import PRESETS
 from flownb.experiments.budgets import TRIO_BUDGETS, REALNVP_BUDGETS
@@ -44,9 +44,9 @@ from flownb.experiments.hours import projected_hours
 
 # model key -> (model, dataset whose paper architecture it is, image size, batch size at the paper preset)
 MODELS = {
-    "glow32": ("glow", "cifar10", 32, TRIO_BUDGETS["paper"]["batch_size"]),
-    "glow64": ("glow", "celeba", 64, TRIO_BUDGETS["paper"]["batch_size"]),
-    "realnvp64": ("realnvp", "celeba", 64, REALNVP_BUDGETS["paper"]["batch_size"]),
+    "glow32": ("glow", "cifar10", 32, TRIO_BUDGETS["paper"].batch_size),
+    "glow64": ("glow", "celeba", 64, TRIO_BUDGETS["paper"].batch_size),
+    "realnvp64": ("realnvp", "celeba", 64, REALNVP_BUDGETS["paper"].batch_size),
 }
 SWITCHES = ["tf32", "bf16", "channels_last", "cuda_graphs", "compile"]   # compile last: it takes the longest
 
@@ -71,15 +71,14 @@ def fresh_model(key:str, arch_preset:str, device, dry:bool)->torch.nn.Module:
 def end_to_end(device)->dict:
     "The smoke trio experiment on digits on `device`, every module watched; then its clean flow reused on the CPU."
     root = Path(tempfile.mkdtemp(prefix="gpu-check-runs-"))
-    budget = trio_budget("smoke", n_test=4, clean_steps=8, robust_steps=2, ood_n=1, ood_steps=2, attack_steps=2)
+    budget = trio_budget("smoke", n_test=4, clean_steps=8, robust_steps=2, ood_n=1, ood_steps=2, eval_attack_steps=2)
     t, seen = time.time(), []
     with every_module_stays_on(device, seen):
         res = trio_experiment("glow", "digits", 8, 8, budget, {}, "smoke", root=root, progress=False, device=device)
     seconds = time.time() - t
     clean = res["runs"]["clean"]
-    data = experiment_data("digits", budget["image_size"], budget["n_train"], budget["n_test"], budget["min_train"])
-    again = trained_flow("glow", data, "clean", arch_preset="smoke", steps=budget["clean_steps"], batch_size=budget["batch_size"],
-                         warmup_steps=budget["warmup_steps"], root=root, progress=False, device="cpu")
+    data = experiment_data("digits", budget.image_size, budget.n_train, budget.n_test, budget.min_train)
+    again = trained_flow(trio_specs("glow", data, budget, 8)["clean"], data, root=root, progress=False, device="cpu")
     same = all(torch.equal(a.cpu(), b) for a, b in zip(clean.model.state_dict().values(), again.model.state_dict().values()))
     devices = sorted({str(d) for _, d in seen})
     import matplotlib.pyplot as plt; plt.close("all")

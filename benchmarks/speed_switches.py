@@ -15,6 +15,7 @@ import torch
 
 from flownb.core.devices import resolve_device
 from flownb.flows.likelihood import bits_per_dim_given_noise
+from flownb.training.spec import RunSpec
 from flownb.training.runs import experiment_data, load_run, run_root
 from flownb.experiments.robustness import trio_budget
 from flownb.experiments.budgets import REALNVP_BUDGETS
@@ -31,10 +32,12 @@ def cpu_preset_runs()->list:
     found = []
     for cfg_path in sorted(run_root().glob("*/config.json")):
         c = json.loads(cfg_path.read_text())
-        if c["mode"] == "clean" and c["init_seed"] == 0 and c["seed"] == 0 and (
-                (c["model"], c["dataset"], c["steps"]) in {("glow", "cifar10", trio_budget("cpu")["clean_steps"]),
-                                                          ("realnvp", "celeba", REALNVP_BUDGETS["cpu"]["steps"])}) \
-                and (cfg_path.parent/"checkpoint.pt").exists() and checkpoint_step(cfg_path.parent/"checkpoint.pt") == c["steps"]:
+        if "train" not in c: continue   # a run of an older layout
+        spec = RunSpec.from_record(c)
+        if spec.train.mode == "clean" and spec.init_seed == 0 and spec.train.seed == 0 and (
+                (spec.model.family, spec.data.dataset, spec.train.steps) in {("glow", "cifar10", trio_budget("cpu").clean_steps),
+                                                                          ("realnvp", "celeba", REALNVP_BUDGETS["cpu"].steps)}) \
+                and (cfg_path.parent/"checkpoint.pt").exists() and checkpoint_step(cfg_path.parent/"checkpoint.pt") == spec.train.steps:
             found.append(cfg_path.parent)
     return found
 
@@ -71,13 +74,13 @@ def main(argv=None):
     if not runs: sys.exit("no trained runs: pass run folders, or train the cpu-preset models (make paper NB=05_glow_cifar PRESET=cpu)")
     report = dict(device=str(device), torch=torch.__version__, threads=torch.get_num_threads(), python=platform.python_version(), rows=[])
     for run in runs:
-        model, config = load_run(run)
+        model, spec = load_run(run)
         model = model.to(device)
-        data = experiment_data(config["dataset"], config["image_size"], 1000, 256)
+        data = experiment_data(spec.data.dataset, spec.data.image_size, 1000, 256)
         x = data["test"].to(device)
         for s in [s for s in args.switches.split(",") if s]:
             t0 = time.time()
-            row = dict(run=run.name, model=config["model"], dataset=config["dataset"], arch=config["arch"],
+            row = dict(run=run.name, model=spec.model.family, dataset=spec.data.dataset, arch=spec.model.architecture,
                        **compare_to_float32(model, x, SpeedOptions.parse(s), eps=8, attack_steps=10))
             row.update(step_ms(model, x[:32], s))
             row["seconds"] = round(time.time() - t0, 1)

@@ -9,6 +9,7 @@ import torch
 
 from flownb.core.devices import every_module_stays_on, OffDeviceTensor
 from flownb.training.runs import experiment_data, trained_flow
+from flownb.training.spec import run_spec
 from flownb.experiments.robustness import trio_budget, trio_experiment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,7 +27,7 @@ def digits():
 def test_explicit_device_reaches_every_tensor_of_the_trio_experiment(tmp_path, device):
     "Training, attacks, noise baseline, OOD attack and figures of Table 1 (smoke, digits): every module input on the device."
     seen = []
-    budget = trio_budget("smoke", n_test=4, clean_steps=6, robust_steps=2, ood_n=1, ood_steps=2, attack_steps=2)
+    budget = trio_budget("smoke", n_test=4, clean_steps=6, robust_steps=2, ood_n=1, ood_steps=2, eval_attack_steps=2)
     with every_module_stays_on(device, seen):
         res = trio_experiment("glow", "digits", 4, 4, budget, {}, "smoke", root=tmp_path, progress=False, device=device)
     assert len(seen) > 1000 and {d.type for _, d in seen} == {device}
@@ -43,27 +44,31 @@ def test_the_watch_catches_a_tensor_left_on_another_device():
 
 
 def test_bad_device_and_gpus_fail_before_training(tmp_path, digits):
-    with pytest.raises(ValueError, match="device must be"): trained_flow("glow", digits, root=tmp_path, device="gpu0")
-    with pytest.raises(ValueError, match="gpus must be"): trained_flow("glow", digits, root=tmp_path, device="cpu", gpus=0)
+    spec = run_spec("glow", digits)
+    with pytest.raises(ValueError, match="device must be"): trained_flow(spec, digits, root=tmp_path, device="gpu0")
+    with pytest.raises(ValueError, match="gpus must be"): trained_flow(spec, digits, root=tmp_path, device="cpu", gpus=0)
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="no CUDA device"): trained_flow("glow", digits, root=tmp_path, device="cuda")
+        with pytest.raises(ValueError, match="no CUDA device"): trained_flow(spec, digits, root=tmp_path, device="cuda")
     assert not any(tmp_path.iterdir()), "nothing may be written before the arguments are checked"
 
 
 def test_two_processes_train_the_same_run_as_one(tmp_path, digits):
     "gpus=2 on the CPU: two gloo processes under torchrun, the same run key, weights equal to one process's within float rounding."
-    kw = dict(arch_preset="smoke", steps=6, batch_size=32, warmup_steps=2, progress=False, device="cpu")
-    one = trained_flow("glow", digits, root=tmp_path/"one", gpus=1, **kw)
-    two = trained_flow("glow", digits, root=tmp_path/"two", gpus=2, **kw)
+    spec = run_spec("glow", digits, arch_preset="smoke", steps=6, batch_size=32, warmup_steps=2)
+    kw = dict(progress=False, device="cpu")
+    one = trained_flow(spec, digits, root=tmp_path/"one", gpus=1, **kw)
+    two = trained_flow(spec, digits, root=tmp_path/"two", gpus=2, **kw)
     assert one.run_dir.name == two.run_dir.name and not two.reused
     assert (two.run_dir/"checkpoint.pt").exists() and json.loads((two.run_dir/"config.json").read_text()) == one.config
     for (k, a), b in zip(one.model.state_dict().items(), two.model.state_dict().values()):
         if a.is_floating_point(): assert (a - b).abs().max() <= 1e-4 * max(1.0, float(a.abs().max())), k
         else: assert torch.equal(a, b), k
-    again = trained_flow("glow", digits, root=tmp_path/"two", gpus=2, **kw)   # reused like any other run, no processes started
+    again = trained_flow(spec, digits, root=tmp_path/"two", gpus=2, **kw)   # reused like any other run, no processes started
     assert again.reused
-    adv = trained_flow("glow", digits, "adversarial", eps=8, attack_steps=1, root=tmp_path/"one", gpus=2, **{**kw, "steps": 2})
-    assert adv.config["attack_group"] == 16   # each process attacks its half with its own generator: a key of its own
+    adv_spec = run_spec("glow", digits, "adversarial", arch_preset="smoke", steps=2, batch_size=32, warmup_steps=2, eps=8,
+                        attack_steps=1)
+    adv = trained_flow(adv_spec, digits, root=tmp_path/"one", gpus=2, **kw)
+    assert adv.spec.train.attack_group == 16 and adv.key != adv_spec.key()   # each process attacks its half with its own generator: a key of its own
 
 
 def test_gpu_check_dry_run_writes_its_measurements_and_projection(tmp_path):

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 
 from flownb.tools.docs_site import build_site, check_site, chromium_path, site_notebooks, site_problems
-from flownb.experiments.records import COMMITTED_NOTEBOOKS
+from flownb.experiments.registry import COMMITTED_NOTEBOOKS
 from flownb.tools.executed import MAX_NOTEBOOK_BYTES, publish_cli, publish_executed, run_note, table_mismatches
 
 needs_chromium = pytest.mark.skipif(chromium_path() is None, reason="no Chromium here: `make chromium` (as root) installs it, or set CHROMIUM")
@@ -113,7 +113,7 @@ def test_site_reads_well_in_chromium(site_repo, tmp_path):
     "The real site (every notebook of nbs/, 00_theory with its outputs) opened page by page in headless Chromium."
     pages = build_site(site_repo/"nbs", site_repo/"_docs")
     order = [p.name for p in pages]
-    assert order[0] == "index.html" and order[1:] == sorted(order[1:])
+    assert order == [f"{p.stem}.html" for p in site_notebooks(site_repo/"nbs")] and order[0] == "index.html"
     reports = check_site(site_repo/"_docs", tmp_path/"screenshots")
     assert site_problems(reports, order) == []
     assert sum(i["width"] > 0 for i in reports["00_theory.html"]["images"]) >= 2, "00_theory's figures are not on its page"
@@ -121,21 +121,22 @@ def test_site_reads_well_in_chromium(site_repo, tmp_path):
     assert all((tmp_path/"screenshots"/f"{p[:-5]}.png").stat().st_size > 10_000 for p in order)
 
 
-def test_make_targets(repo_root):
-    paper = subprocess.run(["make", "-n", "-B", "paper", "NB=05_glow_cifar", "PRESET=cpu"], cwd=repo_root, check=True, capture_output=True, text=True).stdout
-    assert "python -m flownb.tools.executed runs/notebooks/$nb.ipynb nbs/$nb.ipynb" in paper
-    lib = subprocess.run(["make", "-n", "-B", "executed-library", "PRESET=cpu"], cwd=repo_root, check=True, capture_output=True, text=True).stdout
-    assert "env -u MPLBACKEND" in paper and "env -u MPLBACKEND IN_TEST=1 FLOWNB_PRESET=cpu" in lib and "--preset cpu" in lib and "00_theory " not in lib
-    docs = subprocess.run(["make", "-n", "-B", "docs"], cwd=repo_root, check=True, capture_output=True, text=True).stdout
-    assert "nbdev_docs" in docs and "python -m flownb.tools.docs_site --out _docs --check" in docs
+def test_make_executed_library_runs_a_library_notebook(repo_root, venv_bin, tmp_path):
+    "`make executed-library` for real on one small library notebook at the smoke preset: its executed copy, nbs/ untouched."
+    committed = (repo_root/"nbs"/"core"/"01_presets.ipynb").read_bytes()
+    run = subprocess.run(["make", "executed-library", "LIBRARY_NBS=core/01_presets", "PRESET=smoke", f"RUN_DIR={tmp_path}",
+                          f"VENV={venv_bin.parent}"], cwd=repo_root, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    assert has_outputs(tmp_path/"library"/"core"/"01_presets.ipynb")
+    assert (repo_root/"nbs"/"core"/"01_presets.ipynb").read_bytes() == committed   # a smoke run never replaces the committed copy
 
 
 def test_readme_and_index_list_every_notebook_in_reading_order(repo_root):
-    "The README's notebook table and the landing page's reading order name every notebook of nbs/, in file-name order (the reading order)."
+    "The README's notebook table and the landing page's reading order name every notebook of nbs/, in the site's order."
     import re
-    names = sorted(p.stem for p in (repo_root/"nbs").glob("*.ipynb") if p.stem != "index")
-    readme = [m.group(1) for m in re.finditer(r"^\| `(\d\d[a-z]{0,2}_[a-z0-9_]+)` \|", (repo_root/"README.md").read_text(), re.M)]
-    assert readme == names, set(readme) ^ set(names) or "README's order differs from the files'"
+    names = [p.relative_to(repo_root/"nbs").with_suffix("").as_posix() for p in site_notebooks(repo_root/"nbs")][1:]  # no index
+    readme = [m.group(1) for m in re.finditer(r"^\| `((?:[a-z]+/)?\d\d[a-z]?_[a-z0-9_]+)` \|", (repo_root/"README.md").read_text(), re.M)]
+    assert readme == names, set(readme) ^ set(names) or "README's order differs from the site's"
     index = next(c.source for c in nbformat.read(repo_root/"nbs"/"index.ipynb", as_version=4).cells if c.source.startswith("## Reading order"))
-    linked = re.findall(r"\| \[(\d\d[a-z]{0,2}_[a-z0-9_]+)\]\(\1\.ipynb\) \|", index)
-    assert linked == names, set(linked) ^ set(names) or "the index's order differs from the files'"
+    linked = re.findall(r"\| \[((?:[a-z]+/)?\d\d[a-z]?_[a-z0-9_]+)\]\(\1\.ipynb\) \|", index)
+    assert linked == names, set(linked) ^ set(names) or "the index's order differs from the site's"

@@ -9,10 +9,9 @@ import numpy as np
 import pandas as pd
 
 from flownb.experiments.report import results_markdown, claims_table, verdict_tally, BEGIN, END
-from flownb.experiments.results import column_labels, column_title, committed_runs, VERDICTS
-from flownb.experiments.robustness import TRIO_TITLES
+from flownb.experiments.results import committed_runs, VERDICTS
 
-EXPERIMENTS = ["05_glow_cifar", "06_glow_lsun", "07_realnvp", "08_adversarial_samples", "09_stability", "09a_beyond_paper", "09b_budget_curve"]
+from flownb.experiments.registry import EXPERIMENTS
 
 
 def papermill(repo_root, venv_bin, tmp_path, notebook, *params, runs=None):
@@ -26,38 +25,13 @@ def papermill(repo_root, venv_bin, tmp_path, notebook, *params, runs=None):
 
 
 def test_experiment_parameters_cells_name_every_knob(repo_root):
-    for name in EXPERIMENTS:
+    for name in (e.name for e in EXPERIMENTS):
         cell = next(c for c in nbformat.read(repo_root/"nbs"/f"{name}.ipynb", as_version=4).cells
                     if "parameters" in c.metadata.get("tags", []))
         for knob in ("preset", "dataset", "eps", "attack_steps", "n_test", "seed", "out_dir"):
             assert f"\n{knob} =" in "\n" + cell.source, f"{name}: parameters cell lacks `{knob}`"
         for line in cell.source.splitlines():   # papermill cannot parse a line with a second '=' (e.g. in the comment)
             assert line.count("=") == 1 and "#" in line, f"{name}: `{line}` needs one '=' and a comment with its unit"
-
-
-def test_table1_runs_with_overrides_and_reuses_its_training(repo_root, venv_bin, tmp_path):
-    "With CIFAR-10 (torchvision's files in data/ or the mirror in FLOWNB_MIRROR, as CI sets it), or digits in its place."
-    figures = papermill(repo_root, venv_bin, tmp_path, "05_glow_cifar", "-p", "eps", "4", "-p", "n_test", "5")
-    record = json.loads((figures/"table1_glow_cifar10.json").read_text())
-    assert record["parameters"]["eps"] == 4 and record["parameters"]["n_test"] == 5 and record["preset"] == "smoke"
-    assert record["data"]["n_test"] == 5
-    data = record["data"]   # CIFAR-10 from torchvision's files or the mirror; else (a fresh machine) digits, labelled
-    assert data["source"] in ("torchvision", "mirror:cifar10-jpeg.tar.gz") or (
-        data["source"] == "scikit-learn" and data["label"].endswith("(substituted for cifar10, not available here)"))
-    assert not any(r["reused"] for r in record["runs"].values())
-    table = pd.read_csv(figures/"table1_glow_cifar10.csv")
-    assert list(table.eps) == [0, 1, 2, 4]
-    labels = column_labels(data["dataset"], "cifar10")   # the columns by meaning: they name both data sets where digits stood in
-    column = lambda side: table[column_title(TRIO_TITLES["clean"], side, **labels)]
-    assert list(column("paper")) == [3.4, 6.3, 14, 320] and column("ours").notna().all()
-    assert (data["dataset"] == "cifar10") == (data["source"] != "scikit-learn")
-    for name in ("fig1_glow_cifar10.png", "fig4_glow_cifar10.png", "table1_glow_cifar10_claims.csv"):
-        assert (figures/name).stat().st_size > 0
-    # the same configuration again: every flow is loaded from runs/, none trained; another attack only
-    papermill(repo_root, venv_bin, tmp_path, "05_glow_cifar", "-p", "eps", "4", "-p", "n_test", "3", "-p", "attack_steps", "2")
-    again = json.loads((figures/"table1_glow_cifar10.json").read_text())
-    assert all(r["reused"] for r in again["runs"].values())
-    assert {m: r["run"] for m, r in again["runs"].items()} == {m: r["run"] for m, r in record["runs"].items()}
 
 
 def test_table3_iterations_and_datasets_are_parameters(repo_root, venv_bin, tmp_path):

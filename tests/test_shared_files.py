@@ -13,6 +13,7 @@ import torch
 from flownb.data.datasets import sha256_file
 from flownb.core.shared_files import owner_tag
 from flownb.training.runs import experiment_data, trained_flow
+from flownb.training.spec import run_spec
 from flownb.training.loop import train
 from flownb.training.checkpoints import CheckpointError
 from flownb.flows.architectures import build_model
@@ -68,12 +69,12 @@ def test_train_leaves_a_live_process_temporary_files_alone(tmp_path):
 def test_damaged_checkpoint_in_the_runs_cache(tmp_path):
     "Item 6: trained_flow meets a damaged checkpoint: the CheckpointError naming the file and what to do."
     data = experiment_data("digits", None, 64, 4)
-    kw = dict(arch_preset="smoke", steps=2, batch_size=16, warmup_steps=1, root=tmp_path, progress=False)
-    run = trained_flow("glow", data, **kw)
+    spec, kw = run_spec("glow", data, arch_preset="smoke", steps=2, batch_size=16, warmup_steps=1), dict(root=tmp_path, progress=False)
+    run = trained_flow(spec, data, **kw)
     ckpt = run.run_dir/"checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:100])   # damaged: cut short
     with pytest.raises(CheckpointError, match=f"cannot read checkpoint {ckpt}.*delete it to train afresh") as e:
-        trained_flow("glow", data, **kw)
+        trained_flow(spec, data, **kw)
     assert "\n" not in str(e.value) and "weights_only" not in str(e.value)
     ckpt.unlink()                                # as the message says: then it trains afresh
-    assert not trained_flow("glow", data, **kw).reused
+    assert not trained_flow(spec, data, **kw).reused

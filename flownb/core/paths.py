@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['running_under_nbdev_test', 'default_preset', 'repo_root', 'scratch_folder', 'repo_folder']
 
-# %% ../../nbs/core/02_paths.ipynb #1591c9c1
+# %% ../../nbs/core/02_paths.ipynb #6ffbec2d
 import os, shutil, tempfile, configparser, multiprocessing.util
 from pathlib import Path
 
@@ -15,12 +15,12 @@ def running_under_nbdev_test()->bool:
     return bool(os.environ.get("IN_TEST"))
 
 def default_preset()->str:
-    "The preset a notebook's `parameters` cell starts from: `$FLOWNB_PRESET`, else `smoke` under `nbdev_test`, else `auto`."
+    "The preset a `parameters` cell starts from: `$FLOWNB_PRESET`, else `smoke` under `nbdev_test`, else `auto`."
     return os.environ.get("FLOWNB_PRESET") or ("smoke" if running_under_nbdev_test() else "auto")
 
 # %% ../../nbs/core/02_paths.ipynb #3e43fe91
 def repo_root()->Path|None:
-    "The checkout this package runs from (the folder whose `settings.ini` names `flownb`), or None when installed elsewhere."
+    "The checkout this package runs from (whose `settings.ini` names `flownb`), or None when installed elsewhere."
     for start in (Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd(), Path.cwd()):
         for folder in (start, *start.parents):
             ini = folder/"settings.ini"
@@ -35,12 +35,15 @@ _SCRATCH_ROOTS = {}  # process id -> that process's scratch root
 def scratch_folder(
     name:str|None=None,  # sub-folder name (the same folder for the same name); None: a new, uniquely named one
 )->Path:                 # an existing folder
-    "A folder in this process's scratch root (`flownb-<pid>-…` in the temporary directory), removed with everything in it when the process exits."
+    """A folder in this process's scratch root (`flownb-<pid>-…` in the temporary directory),
+    removed with everything in it when the process exits."""
     root = _SCRATCH_ROOTS.get(os.getpid())
     if root is None:
         root = _SCRATCH_ROOTS[os.getpid()] = Path(tempfile.mkdtemp(prefix=f"flownb-{os.getpid()}-"))
-        # multiprocessing's exit hook runs in a main process and in pool workers (nbdev_test's) alike; atexit misses the workers
-        multiprocessing.util.Finalize(None, shutil.rmtree, args=(str(root),), kwargs=dict(ignore_errors=True), exitpriority=0)
+        # multiprocessing's exit hook runs in a main process and in pool workers (nbdev_test's) alike;
+        # atexit misses the workers
+        multiprocessing.util.Finalize(None, shutil.rmtree, args=(str(root),), kwargs=dict(ignore_errors=True),
+                                      exitpriority=0)
     folder = root/name if name else Path(tempfile.mkdtemp(dir=root))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
@@ -51,7 +54,7 @@ def repo_folder(
     explicit:str|Path|None=None, # the caller's choice; None picks the default
     env:str|None=None,           # environment variable that overrides the default, if any
 )->Path:                         # an existing folder
-    "`explicit` if given, else `$env` if set, else a scratch folder under `nbdev_test` (`scratch_folder(name)`), else `<repo>/<name>`."
+    "`explicit` if given, else `$env` if set, else `scratch_folder(name)` under `nbdev_test`, else `<repo>/<name>`."
     folder = explicit if explicit is not None else (os.environ.get(env) if env else None)
     if folder is None:
         if running_under_nbdev_test(): folder = scratch_folder(name)

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['PRESETS', 'resolve_preset']
 
-# %% ../../nbs/core/01_presets.ipynb #c1ff55fd
+# %% ../../nbs/core/01_presets.ipynb #26aecfd2
 import torch
 
 # %% ../../nbs/core/01_presets.ipynb #9fab9157

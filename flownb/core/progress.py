@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['progress_stream', 'progress_bar']
 
-# %% ../../nbs/core/03_progress.ipynb #5ccaaf86
+# %% ../../nbs/core/03_progress.ipynb #db94d426
 import sys
 from tqdm import tqdm
 from .paths import running_under_nbdev_test
@@ -14,9 +14,11 @@ from .paths import running_under_nbdev_test
 _KERNEL_STDERR = []  # the text stream on file descriptor 2, opened once per kernel
 
 def progress_stream():
-    "Where progress bars go: in a Jupyter kernel (papermill's, say), file descriptor 2, which the kernel passes to the terminal that started it as well as to the notebook; elsewhere `sys.stderr`."
+    """Where progress bars go: in a Jupyter kernel (papermill's, say), file descriptor 2, which the kernel passes
+    to the terminal that started it as well as to the notebook; elsewhere `sys.stderr`."""
     if type(sys.stderr).__module__.startswith("ipykernel") and not running_under_nbdev_test():
-        if not _KERNEL_STDERR: _KERNEL_STDERR.append(open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False))
+        if not _KERNEL_STDERR:
+            _KERNEL_STDERR.append(open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False))
         return _KERNEL_STDERR[0]
     return sys.stderr
 

@@ -4,75 +4,159 @@
 
 # %% auto #0
 __all__ = ['TRIO_BUDGETS', 'TABLE2_EVAL', 'REALNVP_BUDGETS', 'SAMPLES', 'STABILITY', 'REMEDIES', 'BEYOND_PAPER', 'BUDGET_CURVE',
-           'THEORY_AUDIT', 'ATTACK_DEMO', 'TRAINING_DEMO', 'NLL_TERMS_DEMO']
+           'THEORY_AUDIT', 'ATTACK_DEMO', 'TRAINING_DEMO', 'NLL_TERMS_DEMO', 'Budget', 'TrioBudget', 'EvalBudget',
+           'RealNVPBudget', 'StabilityBudget', 'BeyondBudget', 'BudgetCurveBudget']
 
 # %% ../../nbs/experiments/00_budgets.ipynb #d2a8dc53
+from dataclasses import dataclass, asdict, replace
+from ..core.checks import check_integer
 from ..training.config import TRAIN_PRESETS
 
 # %% ../../nbs/experiments/00_budgets.ipynb #9940b9c8
-TRIO_BUDGETS = {  # training and evaluation budgets of the trio experiments (Tables 1-2, Figs 1, 4-6, §8.5), per preset
-    "smoke": dict(arch_preset="smoke", architecture=None, image_size=None, n_train=2000, min_train=1,
-                  clean_steps=40, robust_steps=10, batch_size=16, warmup_steps=10, robust_warmup_steps=2,
-                  train_attack_steps=2, finetune=True, attack_steps=4, n_test=16, ood_n=2, ood_steps=5, audit_n=4,
-                  substitute="digits", download=False),
-    "cpu": dict(arch_preset="cpu", architecture="glow-L3-K4-w32", image_size=32, n_train=None, min_train=1000,
-                clean_steps=3000, robust_steps=600, batch_size=32, warmup_steps=200, robust_warmup_steps=50,
-                train_attack_steps=10, finetune=True, attack_steps=32, n_test=256, ood_n=16, ood_steps=100, audit_n=32,
-                substitute=None, download=True),
-    "gpu": dict(arch_preset="gpu", architecture=None, image_size=None, n_train=None, min_train=1000,
-                clean_steps=10_000, robust_steps=1_200, batch_size=64, warmup_steps=1_000, robust_warmup_steps=100,
-                train_attack_steps=10, finetune=True, attack_steps=32, n_test=1_000, ood_n=64, ood_steps=100, audit_n=64,
-                substitute=None, download=True),
-    "paper": dict(arch_preset="paper", architecture=None, image_size=None, n_train=None, min_train=1000,
-                  clean_steps=100_000, robust_steps=100_000, batch_size=64, warmup_steps=7_800, robust_warmup_steps=7_800,
-                  train_attack_steps=10, finetune=False, attack_steps=32, n_test=10_000, ood_n=64, ood_steps=100, audit_n=128,
-                  substitute=None, download=True),
+class Budget:
+    "A budget per preset: a frozen dataclass whose integer fields are checked when made; `replace` changes fields by name."
+    def __post_init__(self):
+        for f, v in asdict(self).items():
+            if isinstance(v, int) and not isinstance(v, bool): check_integer(f, v, 0)
+
+    def replace(self, **changes)->"Budget":
+        "A copy with `changes` (fields by name; None values keep the budget's own); one line naming an unknown field."
+        unknown = sorted(set(changes) - set(asdict(self)))
+        if unknown: raise ValueError(f"unknown budget entries {unknown}: use some of {sorted(asdict(self))}")
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+@dataclass(frozen=True)
+class TrioBudget(Budget):
+    "The clean / adversarial / hybrid trio of Tables 1-2, Figs 1, 4-6 and §8.5 at one preset: its training, then its evaluation."
+    arch_preset:str           # preset of the architecture table (`flownb.flows.architectures.ARCHITECTURES`)
+    architecture:"str|None"   # one architecture by name for every dataset; None: the table's for the dataset
+    image_size:"int|None"     # image side in pixels; None: the dataset's own
+    n_train:"int|None"        # training images; None: all
+    min_train:int             # a dataset with fewer training images here is not used
+    clean_steps:int           # training steps of the clean model
+    robust_steps:int          # training steps of the adversarial and hybrid models
+    batch_size:int            # clean images per training batch
+    warmup_steps:int          # learning-rate warm-up of the clean model (and of robust models trained from scratch)
+    robust_warmup_steps:int   # warm-up of robust models fine-tuned from the clean one
+    train_attack_steps:int    # PGD iterations per training example of the robust models
+    finetune:bool             # the robust models start from the clean model's weights
+    eval_attack_steps:int     # PGD iterations of the evaluation attack
+    n_test:int                # attacked test images
+    ood_n:int                 # images of the OOD attack
+    ood_steps:int             # PGD iterations of the OOD attack
+    audit_n:int               # images of the attack audit
+    substitute:"str|None"     # dataset run instead where the asked one is unavailable here (labelled); None: fail
+    download:bool             # let torchvision download the dataset
+
+@dataclass(frozen=True)
+class EvalBudget(Budget):
+    "An evaluation of trained flows: attack iterations and test images."
+    eval_attack_steps:int     # PGD iterations of the evaluation attack
+    n_test:int                # attacked test images
+
+@dataclass(frozen=True)
+class RealNVPBudget(Budget):
+    "Table 3: one RealNVP per dataset, trained, then attacked by attack iterations."
+    arch_preset:str; image_size:"int|None"; n_train:"int|None"; min_train:int
+    steps:int                 # training steps
+    batch_size:int; warmup_steps:int
+    n_test:int                # attacked test images
+    audit_n:int               # images of the attack audit
+    substitute:"str|None"; download:bool
+
+@dataclass(frozen=True)
+class StabilityBudget(Budget):
+    "§8.5: clean GLOWs from several initialisations, attacked under several dequantization draws."
+    steps:int                 # training steps of each model
+    n_test:int                # attacked test images
+    n_inits:int               # initialisations per architecture
+    draws:int                 # dequantization noise draws
+
+TRIO_BUDGETS = {  # the trio experiments per preset
+    "smoke": TrioBudget(arch_preset="smoke", architecture=None, image_size=None, n_train=2000, min_train=1,
+                        clean_steps=40, robust_steps=10, batch_size=16, warmup_steps=10, robust_warmup_steps=2,
+                        train_attack_steps=2, finetune=True, eval_attack_steps=4, n_test=16, ood_n=2, ood_steps=5, audit_n=4,
+                        substitute="digits", download=False),
+    "cpu": TrioBudget(arch_preset="cpu", architecture="glow-L3-K4-w32", image_size=32, n_train=None, min_train=1000,
+                      clean_steps=3000, robust_steps=600, batch_size=32, warmup_steps=200, robust_warmup_steps=50,
+                      train_attack_steps=10, finetune=True, eval_attack_steps=32, n_test=256, ood_n=16, ood_steps=100, audit_n=32,
+                      substitute=None, download=True),
+    "gpu": TrioBudget(arch_preset="gpu", architecture=None, image_size=None, n_train=None, min_train=1000,
+                      clean_steps=10_000, robust_steps=1_200, batch_size=64, warmup_steps=1_000, robust_warmup_steps=100,
+                      train_attack_steps=10, finetune=True, eval_attack_steps=32, n_test=1_000, ood_n=64, ood_steps=100,
+                      audit_n=64, substitute=None, download=True),
+    "paper": TrioBudget(arch_preset="paper", architecture=None, image_size=None, n_train=None, min_train=1000,
+                        clean_steps=100_000, robust_steps=100_000, batch_size=64, warmup_steps=7_800, robust_warmup_steps=7_800,
+                        train_attack_steps=10, finetune=False, eval_attack_steps=32, n_test=10_000, ood_n=64, ood_steps=100,
+                        audit_n=128, substitute=None, download=True),
 }
 
 TABLE2_EVAL = dict(  # the evaluation of Table 2 per preset (its training budgets: TRIO_BUDGETS)
-    smoke=dict(attack_steps=4, n_test=6), cpu=dict(attack_steps=40, n_test=128), gpu=dict(attack_steps=40, n_test=300),
-    paper=dict(attack_steps=40, n_test=1200))
+    smoke=EvalBudget(eval_attack_steps=4, n_test=6), cpu=EvalBudget(eval_attack_steps=40, n_test=128),
+    gpu=EvalBudget(eval_attack_steps=40, n_test=300), paper=EvalBudget(eval_attack_steps=40, n_test=1200))
 
-REALNVP_BUDGETS = dict(  # Table 3: RealNVP training and evaluation per preset (architectures: ARCHITECTURES)
-    smoke=dict(arch_preset="smoke", image_size=None, n_train=500, min_train=1, steps=30, batch_size=16, warmup_steps=5, n_test=8, audit_n=4,
-               substitute="digits", download=False),
-    cpu=dict(arch_preset="cpu", image_size=32, n_train=None, min_train=1000, steps=2000, batch_size=32, warmup_steps=100,
-             n_test=256, audit_n=32, substitute=None, download=True),
-    gpu=dict(arch_preset="gpu", image_size=64, n_train=None, min_train=1000, steps=10_000, batch_size=64, warmup_steps=1000,
-             n_test=1_000, audit_n=64, substitute=None, download=True),
-    paper=dict(arch_preset="paper", image_size=64, n_train=None, min_train=1000, steps=100_000, batch_size=64,
-               warmup_steps=1000, n_test=10_000, audit_n=128, substitute=None, download=True),
+REALNVP_BUDGETS = dict(  # Table 3 per preset (architectures: ARCHITECTURES)
+    smoke=RealNVPBudget(arch_preset="smoke", image_size=None, n_train=500, min_train=1, steps=30, batch_size=16, warmup_steps=5,
+                        n_test=8, audit_n=4, substitute="digits", download=False),
+    cpu=RealNVPBudget(arch_preset="cpu", image_size=32, n_train=None, min_train=1000, steps=2000, batch_size=32, warmup_steps=100,
+                      n_test=256, audit_n=32, substitute=None, download=True),
+    gpu=RealNVPBudget(arch_preset="gpu", image_size=64, n_train=None, min_train=1000, steps=10_000, batch_size=64,
+                      warmup_steps=1000, n_test=1_000, audit_n=64, substitute=None, download=True),
+    paper=RealNVPBudget(arch_preset="paper", image_size=64, n_train=None, min_train=1000, steps=100_000, batch_size=64,
+                        warmup_steps=1000, n_test=10_000, audit_n=128, substitute=None, download=True),
 )
 
 SAMPLES = dict(smoke=4, cpu=128, gpu=500, paper=1000)  # §8.3 (08_adversarial_samples): samples per model and temperature
 
-STABILITY = dict(  # §8.5 (09_stability): training steps of each model, test images, initialisations, noise draws
-    smoke=dict(steps=20, n_test=8, n_inits=2, draws=4), cpu=dict(steps=1000, n_test=64, n_inits=5, draws=16),
-    gpu=dict(steps=10_000, n_test=256, n_inits=3, draws=16), paper=dict(steps=100_000, n_test=1000, n_inits=5, draws=32))
+STABILITY = dict(  # §8.5 (09_stability)
+    smoke=StabilityBudget(steps=20, n_test=8, n_inits=2, draws=4), cpu=StabilityBudget(steps=1000, n_test=64, n_inits=5, draws=16),
+    gpu=StabilityBudget(steps=10_000, n_test=256, n_inits=3, draws=16),
+    paper=StabilityBudget(steps=100_000, n_test=1000, n_inits=5, draws=32))
 
 # %% ../../nbs/experiments/00_budgets.ipynb #1627bf5c
 # 09a_beyond_paper's architecture remedies: the bounded prior swept over its bound B (boundedprior = B 5), the fixed prior
 # (B -> 0), additive couplings, plain 1x1 convolutions
 REMEDIES = ("boundedprior1", "boundedprior2", "boundedprior3", "boundedprior", "fixedprior", "additive", "plain")
 
-BEYOND_PAPER = dict(  # 09a_beyond_paper, per preset: remedies, from-scratch robust training, held-out seeds per arm of the
-                      # remedy comparison (the remedy is picked on one more seed), NLL terms and AUROC
-    smoke=dict(variants=("boundedprior1", "boundedprior", "fixedprior", "additive", "plain"), seeds=2, scratch_steps=10,
-               scratch_attack_steps=2, n_test=8, attack_steps=3, n_terms=4, auroc_n=6, auroc_steps=4, ood_n=4, ood_steps=3, audit_n=4),
-    cpu=dict(variants=REMEDIES, seeds=5, scratch_steps=1200, scratch_attack_steps=5,
-             n_test=128, attack_steps=32, n_terms=32, auroc_n=64, auroc_steps=100, ood_n=16, ood_steps=100, audit_n=16),
-    gpu=dict(variants=REMEDIES, seeds=5, scratch_steps=10_000, scratch_attack_steps=10,
-             n_test=1_000, attack_steps=32, n_terms=128, auroc_n=500, auroc_steps=100, ood_n=64, ood_steps=100, audit_n=64),
-    paper=dict(variants=REMEDIES, seeds=5, scratch_steps=100_000, scratch_attack_steps=10,
-               n_test=10_000, attack_steps=32, n_terms=256, auroc_n=2_000, auroc_steps=100, ood_n=64, ood_steps=100, audit_n=128),
+@dataclass(frozen=True)
+class BeyondBudget(Budget):
+    "09a_beyond_paper at one preset (beside Table 1's trio): remedies, robust training from scratch, NLL terms, AUROC."
+    variants:tuple            # architecture variants trained beside the clean model
+    seeds:int                 # held-out seeds per arm of the remedy comparison (the remedy is picked on one more seed)
+    scratch_steps:int         # training steps of the robust models trained from scratch
+    scratch_attack_steps:int  # PGD iterations per training example of those
+    n_test:int                # attacked test images
+    eval_attack_steps:int     # PGD iterations of the evaluation attack
+    n_terms:int               # images whose NLL terms are followed
+    auroc_n:int               # images per side of each AUROC
+    auroc_steps:int           # PGD iterations of the AUROC's OOD attack
+    ood_n:int; ood_steps:int  # images and PGD iterations of the OOD attack
+    audit_n:int               # images of the attack audit
+
+@dataclass(frozen=True)
+class BudgetCurveBudget(Budget):
+    "09b_budget_curve at one preset: robust-training steps of each adversarial / hybrid pair, attacked and audited images."
+    budgets:tuple             # robust-training steps, the preset's Table 1 budget first
+    n_test:int                # attacked test images
+    audit_n:int               # images of the attack audit
+
+BEYOND_PAPER = dict(
+    smoke=BeyondBudget(variants=("boundedprior1", "boundedprior", "fixedprior", "additive", "plain"), seeds=2, scratch_steps=10,
+                       scratch_attack_steps=2, n_test=8, eval_attack_steps=3, n_terms=4, auroc_n=6, auroc_steps=4, ood_n=4,
+                       ood_steps=3, audit_n=4),
+    cpu=BeyondBudget(variants=REMEDIES, seeds=5, scratch_steps=1200, scratch_attack_steps=5, n_test=128, eval_attack_steps=32,
+                     n_terms=32, auroc_n=64, auroc_steps=100, ood_n=16, ood_steps=100, audit_n=16),
+    gpu=BeyondBudget(variants=REMEDIES, seeds=5, scratch_steps=10_000, scratch_attack_steps=10, n_test=1_000,
+                     eval_attack_steps=32, n_terms=128, auroc_n=500, auroc_steps=100, ood_n=64, ood_steps=100, audit_n=64),
+    paper=BeyondBudget(variants=REMEDIES, seeds=5, scratch_steps=100_000, scratch_attack_steps=10, n_test=10_000,
+                       eval_attack_steps=32, n_terms=256, auroc_n=2_000, auroc_steps=100, ood_n=64, ood_steps=100, audit_n=128),
 )
 
-BUDGET_CURVE = dict(  # 09b_budget_curve, per preset: robust-training steps of each adversarial / hybrid pair (the preset's
-                      # Table 1 budget first), attacked test images, images of the attack audit
-    smoke=dict(budgets=(10, 20, 40), n_test=8, audit_n=4),
-    cpu=dict(budgets=(600, 1200, 2400), n_test=128, audit_n=16),
-    gpu=dict(budgets=(1_200, 3_600, 10_800), n_test=1_000, audit_n=64),
-    paper=dict(budgets=(25_000, 50_000, 100_000), n_test=10_000, audit_n=128),
+BUDGET_CURVE = dict(
+    smoke=BudgetCurveBudget(budgets=(10, 20, 40), n_test=8, audit_n=4),
+    cpu=BudgetCurveBudget(budgets=(600, 1200, 2400), n_test=128, audit_n=16),
+    gpu=BudgetCurveBudget(budgets=(1_200, 3_600, 10_800), n_test=1_000, audit_n=64),
+    paper=BudgetCurveBudget(budgets=(25_000, 50_000, 100_000), n_test=10_000, audit_n=128),
 )
 
 # %% ../../nbs/experiments/00_budgets.ipynb #9d0a2e09

@@ -53,7 +53,7 @@ class ActNorm(nn.Module):
 
     @property
     def ready(self)->bool:
-        "Whether the layer holds its data-dependent initialisation (after the first `True`, read without touching the tensor)."
+        "Whether the layer holds its data-dependent initialisation (once `True`, read without touching the tensor)."
         if not self._ready and bool(self.initialized): self._ready = True   # e.g. loaded from a checkpoint
         return self._ready
 
@@ -150,7 +150,8 @@ class Squeeze(nn.Module):
 
 # %% ../../nbs/flows/01_layers.ipynb #b20c22db
 class ZeroConv2d(nn.Module):
-    "3×3 convolution initialised to output zero, output scaled by a learned `exp(3 * logs)` per channel (GLOW's `conv2d_zeros`)."
+    """3×3 convolution initialised to output zero, output scaled by a learned `exp(3 * logs)` per channel
+    (GLOW's `conv2d_zeros`)."""
     def __init__(self,
                  in_channels:int,   # input channels
                  out_channels:int,  # output channels

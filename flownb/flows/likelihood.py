@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['bits_per_dim', 'dequantized', 'bits_per_dim_given_noise', 'bits_per_dim_batched']
 
-# %% ../../nbs/flows/05_likelihood.ipynb #b1cd7ab2
+# %% ../../nbs/flows/05_likelihood.ipynb #61ec3ed0
 import math
 import torch
 from torch import Tensor

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['parse_args', 'main', 'cli']
 
-# %% ../../nbs/training/05_cli.ipynb #c868af16
+# %% ../../nbs/training/05_cli.ipynb #6778c584
 import json, argparse
 from dataclasses import fields
 import torch

@@ -6,7 +6,7 @@
 __all__ = ['TRAIN_PRESETS', 'MODES', 'RESUME_KEYS', 'ATTACK_KEYS', 'train_defaults', 'TrainConfig', 'train_config']
 
 # %% ../../nbs/training/00_config.ipynb #7cd3ea71
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, asdict
 from ..core.presets import resolve_preset
 from ..core.checks import check_integer, check_number
 
@@ -64,8 +64,8 @@ class TrainConfig:
 
     def resolved(self,
                  world:int=1,  # training processes
-                )->dict:       # every option concrete (the preset's defaults filled in, the attack group resolved), plain values
-        "The options a run trains with, as a plain dict (what checkpoints hold)."
+                )->"TrainConfig":  # every option concrete: the preset's defaults filled in, the attack group resolved
+        "The options a run trains with."
         cfg = {f.name: getattr(self, f.name) for f in fields(self)}
         for k, v in train_defaults(self.preset).items():
             if cfg[k] is None: cfg[k] = v
@@ -74,8 +74,13 @@ class TrainConfig:
         group = cfg["attack_group"] or b
         if b % group: raise ValueError(f"attack_group {group} does not divide the per-process batch {b}")
         ints = ("attack_steps", "steps", "batch_size", "warmup_steps", "eval_every", "checkpoint_every", "seed", "max_bad_steps")
-        return dict(cfg, eps=float(cfg["eps"]), lr=float(cfg["lr"]), attack_group=int(group), **{k: int(cfg[k]) for k in ints},
-                    max_grad_norm=None if cfg["max_grad_norm"] is None else float(cfg["max_grad_norm"]))
+        return TrainConfig(**dict(cfg, eps=float(cfg["eps"]), lr=float(cfg["lr"]), attack_group=int(group),
+                                  **{k: int(cfg[k]) for k in ints},
+                                  max_grad_norm=None if cfg["max_grad_norm"] is None else float(cfg["max_grad_norm"])))
+
+    def record(self)->dict:
+        "Plain values, as checkpoints hold them."
+        return asdict(self)
 
 def train_config(
     config:"TrainConfig|None"=None,  # a whole configuration

@@ -142,14 +142,14 @@ class _Trainer:
         self.run_dir, self.test_images, self.progress = run_dir, test_images, progress
         self.device = next(model.parameters()).device
         self.data = data_fingerprint(source)   # what the run trains on: resuming needs the same
-        B = cfg["batch_size"]
+        B = cfg.batch_size
         self.b = B // world
-        self.group = cfg["attack_group"]
-        self.parts = 2 if cfg["mode"] == "hybrid" else 1
-        self.sampler = EpochSampler(len(source), B, cfg["seed"])
-        self.noise, self.attack = stream(cfg["seed"], "noise"), stream(cfg["seed"], "attack")
-        self.optimizer = adam(model.parameters(), lr=cfg["lr"])
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_factor(cfg["warmup_steps"]))
+        self.group = cfg.attack_group
+        self.parts = 2 if cfg.mode == "hybrid" else 1
+        self.sampler = EpochSampler(len(source), B, cfg.seed)
+        self.noise, self.attack = stream(cfg.seed, "noise"), stream(cfg.seed, "attack")
+        self.optimizer = adam(model.parameters(), lr=cfg.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_factor(cfg.warmup_steps))
         self.step, self.skipped, self.bad_in_row, self.history, self.seconds_before = 0, 0, 0, [], 0.0
         self._window = torch.zeros(4, dtype=torch.float64)  # sums since the last log row: objective, clean, adversarial, applied steps
         self.loss_module = PerImageBitsPerDim(model)
@@ -159,14 +159,14 @@ class _Trainer:
 # %% ../../nbs/training/04_loop.ipynb #a0a0d825
 def _draw(tr:_Trainer, step:int)->tuple:
     "This process's clean images, noise (parts, b, ...) and attack seeds of a step; the draws are global."
-    B, b, r = tr.cfg["batch_size"], tr.b, tr.rank
+    B, b, r = tr.cfg.batch_size, tr.b, tr.rank
     idx = tr.sampler.indices(step)
     x = to_device(tr.source[idx[r * b:(r + 1) * b]], tr.device)
     if bool(((x < 0) | (x > 1)).any()):   # NaN compares false: non-finite images are the step guard's business
         raise ValueError(f"training images of step {step} have values outside [0, 1]: scale images to pixel / 255")
     u = to_device(torch.rand((tr.parts, B, *tr.source.shape), generator=tr.noise)[:, r * b:(r + 1) * b], tr.device)
     seeds = None
-    if tr.cfg["mode"] != "clean":
+    if tr.cfg.mode != "clean":
         seeds = torch.randint(0, 2**62, (B // tr.group,), generator=tr.attack)
         seeds = seeds[r * b // tr.group:(r + 1) * b // tr.group]
     return x, u, seeds
@@ -174,18 +174,18 @@ def _draw(tr:_Trainer, step:int)->tuple:
 # %% ../../nbs/training/04_loop.ipynb #33257898
 def _train_step(tr:_Trainer, x, u, seeds)->tuple:
     "One optimisation step on this process's share; returns (per-part mean bits/dim or None, reason skipped or None, adversarial)."
-    mode, adv = tr.cfg["mode"], None
+    mode, adv = tr.cfg.mode, None
     if any_process(not bool(torch.isfinite(x).all()), tr.device): return None, "non-finite clean images", adv
     if mode != "clean":
-        adv = adversarial_examples(tr.model, x, tr.cfg["eps"], tr.cfg["attack_steps"], seeds, tr.group)
+        adv = adversarial_examples(tr.model, x, tr.cfg.eps, tr.cfg.attack_steps, seeds, tr.group)
         if any_process(not bool(torch.isfinite(adv).all()), tr.device): return None, "non-finite adversarial examples", adv
     examples = x if mode == "clean" else adv if mode == "adversarial" else torch.cat([x, adv])
     u = u.reshape(-1, *tr.source.shape)
     tr.optimizer.zero_grad(set_to_none=True)
     per_image = tr.net(examples, u)
     per_image.mean().backward()
-    means = all_reduce_sum(per_image.detach().double().reshape(tr.parts, tr.b).sum(1)) / tr.cfg["batch_size"]
-    norm = torch.nn.utils.clip_grad_norm_(tr.model.parameters(), tr.cfg["max_grad_norm"] or math.inf)
+    means = all_reduce_sum(per_image.detach().double().reshape(tr.parts, tr.b).sum(1)) / tr.cfg.batch_size
+    norm = torch.nn.utils.clip_grad_norm_(tr.model.parameters(), tr.cfg.max_grad_norm or math.inf)
     finite_loss = bool(torch.isfinite(means).all())
     if not finite_loss or not bool(torch.isfinite(norm)):
         tr.optimizer.zero_grad(set_to_none=True)
@@ -196,7 +196,7 @@ def _train_step(tr:_Trainer, x, u, seeds)->tuple:
 # %% ../../nbs/training/04_loop.ipynb #98b2571e
 def _record(tr:_Trainer, means):
     "Add an applied step's bits/dim to the window of the next log row."
-    mode = tr.cfg["mode"]
+    mode = tr.cfg.mode
     clean = means[0] if mode != "adversarial" else math.nan
     advm = means[-1] if mode != "clean" else math.nan
     tr._window += torch.tensor([float(means.mean()), float(clean), float(advm), 1.0], dtype=torch.float64)
@@ -205,9 +205,9 @@ def _log_row(tr:_Trainer)->dict:
     "The history row of the steps since the last one (test bits/dim on rank 0), and a fresh window."
     s, n = tr._window[:3], float(tr._window[3])
     mean = (s / n).tolist() if n > 0 else [math.nan] * 3
-    test = _mean_bits_per_dim(tr.model, tr.test_images, tr.cfg["seed"]) if (tr.test_images is not None and tr.rank == 0) else math.nan
+    test = _mean_bits_per_dim(tr.model, tr.test_images, tr.cfg.seed) if (tr.test_images is not None and tr.rank == 0) else math.nan
     tr._window = torch.zeros(4, dtype=torch.float64)
-    return dict(step=tr.step, epoch=tr.step * tr.cfg["batch_size"] / len(tr.source),
+    return dict(step=tr.step, epoch=tr.step * tr.cfg.batch_size / len(tr.source),
                 lr=tr.optimizer.param_groups[0]["lr"], train_bpd=mean[0], train_clean_bpd=mean[1], train_adv_bpd=mean[2],
                 test_bpd=test, skipped_steps=tr.skipped, seconds=round(tr.seconds_before + time.time() - tr.t0, 3))
 
@@ -220,7 +220,7 @@ def _trainer_state(tr:_Trainer)->dict:
                 sampler=tr.sampler.state_dict(),
                 counters=dict(skipped=tr.skipped, bad_in_row=tr.bad_in_row, seconds=tr.seconds_before + time.time() - tr.t0,
                               window=tr._window.clone()),
-                history=list(tr.history), config=dict(tr.cfg, data=tr.data))
+                history=list(tr.history), config=dict(tr.cfg.record(), data=tr.data))
 
 def _images(fp:dict)->str: return f"{fp['n']:,} images of shape {tuple(fp['shape'])}, pixel digest {fp['digest']}"
 
@@ -230,8 +230,8 @@ def _architecture(state:dict)->str:
 
 def _load_trainer_state(tr:_Trainer, ck:dict, path):
     "Restore `_trainer_state`'s dict read from `path` (named in errors), after checking that the run's options allow it."
-    keys = RESUME_KEYS if tr.cfg["mode"] != "clean" else [k for k in RESUME_KEYS if k not in ATTACK_KEYS]  # unused when clean
-    differ = {k: (ck["config"].get(k), tr.cfg[k]) for k in keys if ck["config"].get(k) != tr.cfg[k]}
+    keys = RESUME_KEYS if tr.cfg.mode != "clean" else [k for k in RESUME_KEYS if k not in ATTACK_KEYS]  # unused when clean
+    differ = {k: (ck["config"].get(k), getattr(tr.cfg, k)) for k in keys if ck["config"].get(k) != getattr(tr.cfg, k)}
     if differ: raise CheckpointError(f"{path} comes from a run with other settings (checkpoint, now): {differ}")
     if "data" in ck["config"] and ck["config"]["data"] != tr.data:   # checkpoints from before data were recorded lack it
         raise CheckpointError(f"{path} was trained on other images (checkpoint: {_images(ck['config']['data'])}; "
@@ -241,7 +241,7 @@ def _load_trainer_state(tr:_Trainer, ck:dict, path):
         raise CheckpointError(f"{path} holds another architecture (checkpoint: {_architecture(theirs)}; this model: "
                               f"{type(tr.model).__name__}, {_architecture(ours)}): resume with the same --model, --dataset and "
                               "--preset, or start afresh with --no-resume")
-    if ck["step"] > tr.cfg["steps"]: raise ValueError(f"{path} is at step {ck['step']}, beyond steps={tr.cfg['steps']}")
+    if ck["step"] > tr.cfg.steps: raise ValueError(f"{path} is at step {ck['step']}, beyond steps={tr.cfg.steps}")
     try: tr.model.load_state_dict(ck["model"])
     except RuntimeError as e: raise CheckpointError(f"{path} does not fit this model: {str(e).splitlines()[0]}") from e
     tr.optimizer.load_state_dict(ck["optimizer"]); tr.scheduler.load_state_dict(ck["scheduler"])
@@ -256,9 +256,9 @@ def _load_trainer_state(tr:_Trainer, ck:dict, path):
 def _run_loop(tr:_Trainer, ckpt_path, log_path):
     "Steps from `tr.step` to the end: train, log, checkpoint, stop on persistent non-finite steps."
     cfg = tr.cfg
-    bar = progress_bar(total=cfg["steps"], initial=tr.step, desc=f"train {cfg['mode']}", disable=not tr.progress or tr.rank != 0)
+    bar = progress_bar(total=cfg.steps, initial=tr.step, desc=f"train {cfg.mode}", disable=not tr.progress or tr.rank != 0)
     try:
-        while tr.step < cfg["steps"]:
+        while tr.step < cfg.steps:
             x, u, seeds = _draw(tr, tr.step)
             means, reason, adv = _train_step(tr, x, u, seeds)
             if reason is None:
@@ -266,16 +266,16 @@ def _run_loop(tr:_Trainer, ckpt_path, log_path):
                 bar.set_postfix(bpd=f"{float(means.mean()):.3f}", skipped=tr.skipped, refresh=False)
             else:
                 tr.skipped += 1; tr.bad_in_row += 1
-                if tr.bad_in_row >= cfg["max_bad_steps"]:
+                if tr.bad_in_row >= cfg.max_bad_steps:
                     where = save_bad_batch(tr.run_dir, tr.rank, tr.step, reason, x, adv)
                     raise NonFiniteTrainingError(f"{tr.bad_in_row} steps in a row skipped, the last (step {tr.step}) for {reason}; "
                                                  f"its batch is saved in {where}")
             tr.step += 1
             bar.update(1)
-            if tr.step % cfg["eval_every"] == 0 or tr.step == cfg["steps"]:
+            if tr.step % cfg.eval_every == 0 or tr.step == cfg.steps:
                 tr.history.append(_log_row(tr))
                 if tr.rank == 0: _write_log(log_path, tr.history)
-            if ckpt_path is not None and tr.rank == 0 and (tr.step % cfg["checkpoint_every"] == 0 or tr.step == cfg["steps"]):
+            if ckpt_path is not None and tr.rank == 0 and (tr.step % cfg.checkpoint_every == 0 or tr.step == cfg.steps):
                 save_checkpoint(ckpt_path, _trainer_state(tr))
     finally: bar.close()
 
@@ -296,7 +296,7 @@ def train(
     if device is not None: model.to(resolve_device(device))
     rank, world = process_rank()
     cfg = config.resolved(world)
-    seed = cfg["seed"]
+    seed = cfg.seed
     source = ImageSource(train_set)
     test_images = None if test_set is None else ImageSource(test_set)[torch.arange(len(test_set))]
     run_dir = Path(checkpoint_dir) if checkpoint_dir is not None else scratch_folder()
