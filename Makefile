@@ -68,7 +68,7 @@ test: install
 # unpacked and read), then the experiments on the real data (pytest marker `data`, left out of `make test`)
 test-data: install
 	@test -n "$$FLOWNB_MIRROR" || { echo "make test-data needs the real data: set FLOWNB_MIRROR to the offline mirror (data/README.md)"; exit 2; }
-	OMP_NUM_THREADS=1 FLOWNB_PRESET=smoke $(BIN)/nbdev_test --path nbs/01_data.ipynb
+	OMP_NUM_THREADS=1 FLOWNB_PRESET=smoke $(BIN)/nbdev_test --path nbs/data
 	$(BIN)/python -m pytest tests/ -q -m data
 
 # papermill runs without MPLBACKEND (the kernel's inline backend puts the figures into the executed notebooks); each executed

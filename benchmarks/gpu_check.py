@@ -16,7 +16,7 @@
    GLOW on 32×32 (Table 1), GLOW on 64×64 (Table 2) and RealNVP on 64×64 (Table 3), in float32 (TF32 off) and
    with each speed switch of `flownb.flows.speed`; peak GPU memory of each.
 3. With `--trained`, what each switch does to a trained flow's bits/dim, log-density and attacked bits/dim
-   (`flownb.flows.speed.compare_to_float32`).
+   (`flownb.attacks.evaluation.compare_to_float32`).
 4. The projected hours of Tables 1-3 at the `paper` and `gpu` presets on 1 and 8 GPUs (`flownb.experiments.hours`).
 
 Writes JSON (`--out`, default benchmarks/gpu_check_<device>.json; the dry run writes to a temporary file) and
@@ -38,7 +38,8 @@ from flownb.experiments.robustness import trio_experiment, trio_budget, trio_spe
 from flownb.training.runs import trained_flow, experiment_data
 from flownb.core.presets import PRESETS
 from flownb.experiments.budgets import TRIO_BUDGETS, REALNVP_BUDGETS
-from flownb.flows.speed import SpeedOptions, apply_speed, compare_to_float32
+from flownb.flows.speed import SpeedOptions, sped_up
+from flownb.attacks.evaluation import compare_to_float32
 from flownb.core.devices import set_tf32
 from flownb.experiments.hours import projected_hours
 
@@ -124,7 +125,7 @@ def measure(key:str, arch_preset:str, device, batch:int, switches:list, dry:bool
     name, dataset, size, _ = MODELS[key]
     size = 8 if dry else size
     options = SpeedOptions.parse(",".join(switches))
-    m = apply_speed(fresh_model(key, arch_preset, device, dry), options)
+    m = sped_up(fresh_model(key, arch_preset, device, dry), options)
     x = images(batch, 3, size, device, 3)
     g = torch.Generator(device=device).manual_seed(0)
     u = lambda: torch.rand(x.shape, generator=g, device=device)
@@ -149,11 +150,10 @@ def measure(key:str, arch_preset:str, device, batch:int, switches:list, dry:bool
     out["pgd_ms"] = time_ms(pgd_step, device, min_seconds, warmup=4)
     if options.cuda_graphs:   # the library's attack through the graphs against the same attack run eagerly
         attack = lambda: pgd(m, x, 8, 3, generator=torch.Generator(device=device).manual_seed(1))
-        graphed = attack(); m.__dict__.pop("log_prob"); eager = attack()
+        graphed = attack(); m.graphed = None; eager = attack()
         out["pgd_graphed_vs_eager_max_abs_diff"] = float((graphed - eager).abs().max())
     if device.type == "cuda": out["peak_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
     for k in [k for k in out if k.endswith("_ms")]: out[k.replace("_ms", "_ms_per_image")] = out[k] / batch
-    set_tf32(False)
     return out
 
 

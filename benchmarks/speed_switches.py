@@ -3,7 +3,7 @@
     python benchmarks/speed_switches.py runs/<key> [runs/<key> ...]      # run folders of trained flows
     python benchmarks/speed_switches.py --cpu-preset                      # the cpu-preset GLOW (Table 1) and RealNVP (Table 3)
 
-For each flow and switch: `flownb.flows.speed.compare_to_float32` on 256 test images of its dataset (clean bits/dim,
+For each flow and switch: `flownb.attacks.evaluation.compare_to_float32` on 256 test images of its dataset (clean bits/dim,
 log-density, bits/dim after an ℓ∞ PGD attack, ε = 8, 10 steps, quantized), and the time of a PGD step and a
 training step at batch 32 with and without the switch (median of rounds, interleaved). TF32 and CUDA graphs
 act on CUDA only and are measured by `benchmarks/gpu_check.py`. Writes speed_switches_<device>.json beside itself.
@@ -19,7 +19,8 @@ from flownb.training.spec import RunSpec
 from flownb.training.runs import experiment_data, load_run, run_root
 from flownb.experiments.robustness import trio_budget
 from flownb.experiments.budgets import REALNVP_BUDGETS
-from flownb.flows.speed import SpeedOptions, apply_speed, compare_to_float32
+from flownb.flows.speed import SpeedOptions, sped_up
+from flownb.attacks.evaluation import compare_to_float32
 from flownb.training.checkpoints import checkpoint_step
 from flownb.training.loop import adam
 from timing import alternated_median_ms
@@ -45,7 +46,7 @@ def cpu_preset_runs()->list:
 def step_ms(model, x, switch, rounds:int=5)->dict:
     "Median ms of a PGD step and a training step at x's batch, float32 against the switch, the two interleaved."
     import copy
-    variants = {"float32": copy.deepcopy(model), switch: apply_speed(copy.deepcopy(model), SpeedOptions.parse(switch))}
+    variants = {"float32": copy.deepcopy(model), switch: sped_up(model, SpeedOptions.parse(switch))}
     u = torch.rand(x.shape, generator=torch.Generator().manual_seed(0))
     def pgd_step(m):
         for p in m.parameters(): p.requires_grad_(False)

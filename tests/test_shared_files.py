@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from flownb.data.datasets import sha256_file
+from flownb.data.mirror import sha256_file
 from flownb.core.shared_files import owner_tag
 from flownb.training.runs import experiment_data, trained_flow
 from flownb.training.spec import run_spec
@@ -26,7 +26,7 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.env
 FIRST_LOAD = '''
 import sys, time
 from pathlib import Path
-from flownb.data.datasets import unpack_mirror_files
+from flownb.data.mirror import unpack_mirror_files
 mirror, dest, sha = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 def slow_unpack(src, into):   # a big archive: the unpack takes a while
     time.sleep(2)

@@ -4,17 +4,19 @@
 
 # %% auto #0
 __all__ = ['eps_sweep', 'robustness_table', 'noise_table', 'ood_table', 'iteration_table', 'cross_likelihood_table',
-           'dequantization_spread', 'mean_ci', 'welch_difference']
+           'dequantization_spread', 'mean_ci', 'welch_difference', 'compare_to_float32']
 
 # %% ../../nbs/attacks/01_evaluation.ipynb #50cb0c19
-import math
+import math, copy
 import numpy as np
 import pandas as pd
 import torch
-from torch import Tensor
-from ..flows.likelihood import bits_per_dim_batched
-from .pgd import attack_sweep, uniform_noise, ood_attack
+from torch import nn, Tensor
+from .pgd import pgd, attack_sweep, uniform_noise, ood_attack
 from ..core.checks import check_number
+from ..core.devices import model_device, tf32
+from ..flows.likelihood import bits_per_dim_batched, bits_per_dim_given_noise, dequantized
+from ..flows.speed import SpeedOptions, sped_up
 
 # %% ../../nbs/attacks/01_evaluation.ipynb #ad5f6ea3
 def eps_sweep(
@@ -197,3 +199,39 @@ def welch_difference(
                                    vectorized=True)
     return dict(diff=float(a.mean() - b.mean()), lower=float(ci.low), upper=float(ci.high), p=float(exact.pvalue),
                 n_a=len(a), n_b=len(b))
+
+# %% ../../nbs/attacks/01_evaluation.ipynb #084b7dbf
+def _per_image(model, x, u)->tuple:
+    "(bits/dim, log-density in nats) per image for given dequantization noise, without gradients."
+    with torch.no_grad():
+        point = dequantized(x, u)
+        return bits_per_dim_given_noise(model, x, u).double().cpu(), model.log_prob(point).double().cpu()
+
+def compare_to_float32(
+    model:nn.Module,        # a trained image flow (not changed)
+    x:Tensor,               # 8-bit test images in [0,1], (N,C,H,W)
+    options:SpeedOptions,   # the switches to measure
+    eps:float=8,            # attack radius in pixel units
+    attack_steps:int=10,    # PGD iterations
+    seed:int=0,             # seed of the noise and the attack
+)->dict:                    # clean_bpd_abs_diff, logp_rel_diff, attacked_bpd (reference, switched, relative diff), ...
+    "The effect of speed switches on one model against the same model in float32 without them."
+    device = model_device(model)
+    ref, fast = copy.deepcopy(model).eval(), sped_up(model, options).eval()
+    x = x.to(device)
+    u = torch.rand(x.shape, generator=torch.Generator().manual_seed(seed)).to(device)
+    g = lambda: torch.Generator(device=device).manual_seed(seed)
+    with tf32(False):   # the reference in full float32; the switched copy sets its own TF32 for each call
+        b_ref, lp_ref = _per_image(ref, x, u)
+        b_fast, lp_fast = _per_image(fast, x, u)
+        a_ref = pgd(ref, x, eps, attack_steps, generator=g(), quantize=True)
+        a_fast = pgd(fast, x, eps, attack_steps, generator=g(), quantize=True)
+        ab_ref, _ = _per_image(ref, a_ref, u); ab_cross, _ = _per_image(ref, a_fast, u)
+        ab_fast, _ = _per_image(fast, a_fast, u)
+    rel = lambda a, b: float(((a - b).abs() / b.abs().clamp_min(1e-12)).max())
+    return dict(options=",".join(options.names()) or "float32", n=len(x),
+                clean_bpd_ref=float(b_ref.mean()), clean_bpd_abs_diff=float((b_fast - b_ref).abs().max()),
+                logp_rel_diff=rel(lp_fast, lp_ref),
+                attacked_bpd_ref=float(ab_ref.mean()), attacked_bpd_switched=float(ab_fast.mean()),
+                attacked_bpd_rel_diff=abs(float(ab_fast.mean()) / float(ab_ref.mean()) - 1),
+                attack_found_by_switched_rel=abs(float(ab_cross.mean()) / float(ab_ref.mean()) - 1))

@@ -1,1 +1,1 @@
-"""Normalizing flows: layers, priors, couplings, GLOW and RealNVP, their likelihood in bits/dim, architectures by name."""
+"""Normalizing flows: layers, priors, couplings, GLOW and RealNVP, bits/dim, architectures by name, NLL terms, speed."""

@@ -73,7 +73,7 @@ _PAPER = {"glow": {"digits": "glow-L3-K32-w512", "mnist": "glow-L2-K32-w512", "c
                    "celeba": "glow-L3-K48-w512", "lsun_bedroom": "glow-L3-K48-w512"},
           "realnvp": {"digits": "realnvp-s2-w64-b8", "mnist": "realnvp-s3-w32-b4", "cifar10": "realnvp-s2-w64-b8",
                       "celeba": "realnvp-s5-w32-b4", "lsun_bedroom": "realnvp-s5-w32-b4"}}
-ARCHITECTURES = {  # model -> preset -> dataset -> architecture name (the gpu preset: the paper's architectures)
+ARCHITECTURES = {  # family -> preset -> dataset -> architecture name (the gpu preset: the paper's architectures)
     "glow": {
         "smoke": {ds: "glow-L2-K4-w16" for ds in DATASETS},
         "cpu": {"digits": "glow-L2-K8-w64", "mnist": "glow-L2-K8-w64", "cifar10": "glow-L3-K8-w128",
@@ -87,13 +87,13 @@ ARCHITECTURES = {  # model -> preset -> dataset -> architecture name (the gpu pr
 }
 
 def architecture_name(
-    model:str,      # 'glow' or 'realnvp'
+    family:str,     # 'glow' or 'realnvp'
     dataset:str,    # dataset name
     preset:str,     # 'smoke', 'cpu', 'gpu', 'paper' or 'auto'
 )->str:             # a key of `NAMED_ARCHITECTURES`
-    "The architecture `model` gets for `dataset` at `preset`."
-    if model not in ARCHITECTURES: raise ValueError(f"unknown model {model!r}: use one of {sorted(ARCHITECTURES)}")
-    table = ARCHITECTURES[model][resolve_preset(preset)]
+    "The architecture `family` gets for `dataset` at `preset`."
+    if family not in ARCHITECTURES: raise ValueError(f"unknown model {family!r}: use one of {sorted(ARCHITECTURES)}")
+    table = ARCHITECTURES[family][resolve_preset(preset)]
     if dataset not in table: raise ValueError(f"unknown dataset {dataset!r}: use one of {sorted(table)}")
     return table[dataset]
 
@@ -101,22 +101,22 @@ def architecture_name(
 MODELS = {"glow": Glow, "realnvp": RealNVP}
 
 def model_config(
-    model:str,             # 'glow' or 'realnvp'
+    family:str,            # 'glow' or 'realnvp'
     dataset:str,           # 'digits', 'mnist', 'cifar10', 'celeba' or 'lsun_bedroom'
     preset:str="auto",     # 'smoke', 'cpu', 'gpu', 'paper' or 'auto'
 )->dict:                   # constructor arguments of the model class
-    """The architecture of `model` for `dataset` at `preset` (`flownb.flows.architectures.ARCHITECTURES`),
+    """The architecture of `family` for `dataset` at `preset` (`flownb.flows.architectures.ARCHITECTURES`),
     as keyword arguments of `Glow` or `RealNVP`."""
     if dataset not in DATASETS: raise ValueError(f"unknown dataset {dataset!r}: use one of {sorted(DATASETS)}")
     info = DATASETS[dataset]
     return dict(in_channels=info.channels, image_size=info.default_size,
-                **architecture(architecture_name(model, dataset, preset)))
+                **architecture(architecture_name(family, dataset, preset)))
 
 def build_model(
-    model:str,          # 'glow' or 'realnvp'
+    family:str,         # 'glow' or 'realnvp'
     dataset:str,        # a key of `flownb.data.datasets.DATASETS`
     preset:str="auto",  # 'smoke', 'cpu', 'gpu', 'paper' or 'auto'
     **overrides,        # constructor arguments to change, e.g. depth=4
 )->ImageFlow:           # a freshly initialised model (float32)
     "A new `Glow` or `RealNVP` with the preset architecture for `dataset`."
-    return MODELS[model](**{**model_config(model, dataset, preset), **overrides})
+    return MODELS[family](**{**model_config(family, dataset, preset), **overrides})

@@ -14,7 +14,8 @@ import nbformat
 import pandas as pd
 from fastcore.script import call_parse
 from ..core.presets import resolve_preset
-from ..experiments.records import COMMITTED_NOTEBOOKS, default_results_folder, notebook_defaults
+from ..experiments.registry import COMMITTED_NOTEBOOKS
+from ..experiments.records import default_results_folder, notebook_defaults
 from ..core.paths import repo_root
 from ..core.result_sets import atomic_write_text
 

@@ -9,6 +9,7 @@ __all__ = ['LOG_COLUMNS', 'warmup_factor', 'actnorm_layers', 'initialize_actnorm
 # %% ../../nbs/training/04_loop.ipynb #d18aaf7e
 import os, math, time
 from dataclasses import dataclass
+from fastcore.basics import patch
 from pathlib import Path
 import pandas as pd
 import torch
@@ -157,70 +158,75 @@ class _Trainer:
         self.t0 = time.time()
 
 # %% ../../nbs/training/04_loop.ipynb #a0a0d825
-def _draw(tr:_Trainer, step:int)->tuple:
+@patch
+def draw(self:_Trainer, step:int)->tuple:
     "This process's clean images, noise (parts, b, ...) and attack seeds of a step; the draws are global."
-    B, b, r = tr.cfg.batch_size, tr.b, tr.rank
-    idx = tr.sampler.indices(step)
-    x = to_device(tr.source[idx[r * b:(r + 1) * b]], tr.device)
+    B, b, r = self.cfg.batch_size, self.b, self.rank
+    idx = self.sampler.indices(step)
+    x = to_device(self.source[idx[r * b:(r + 1) * b]], self.device)
     if bool(((x < 0) | (x > 1)).any()):   # NaN compares false: non-finite images are the step guard's business
         raise ValueError(f"training images of step {step} have values outside [0, 1]: scale images to pixel / 255")
-    u = to_device(torch.rand((tr.parts, B, *tr.source.shape), generator=tr.noise)[:, r * b:(r + 1) * b], tr.device)
+    u = to_device(torch.rand((self.parts, B, *self.source.shape), generator=self.noise)[:, r * b:(r + 1) * b], self.device)
     seeds = None
-    if tr.cfg.mode != "clean":
-        seeds = torch.randint(0, 2**62, (B // tr.group,), generator=tr.attack)
-        seeds = seeds[r * b // tr.group:(r + 1) * b // tr.group]
+    if self.cfg.mode != "clean":
+        seeds = torch.randint(0, 2**62, (B // self.group,), generator=self.attack)
+        seeds = seeds[r * b // self.group:(r + 1) * b // self.group]
     return x, u, seeds
 
 # %% ../../nbs/training/04_loop.ipynb #33257898
-def _train_step(tr:_Trainer, x, u, seeds)->tuple:
+@patch
+def train_step(self:_Trainer, x, u, seeds)->tuple:
     "One optimisation step on this process's share; returns (per-part mean bits/dim or None, reason skipped or None, adversarial)."
-    mode, adv = tr.cfg.mode, None
-    if any_process(not bool(torch.isfinite(x).all()), tr.device): return None, "non-finite clean images", adv
+    mode, adv = self.cfg.mode, None
+    if any_process(not bool(torch.isfinite(x).all()), self.device): return None, "non-finite clean images", adv
     if mode != "clean":
-        adv = adversarial_examples(tr.model, x, tr.cfg.eps, tr.cfg.attack_steps, seeds, tr.group)
-        if any_process(not bool(torch.isfinite(adv).all()), tr.device): return None, "non-finite adversarial examples", adv
+        adv = adversarial_examples(self.model, x, self.cfg.eps, self.cfg.attack_steps, seeds, self.group)
+        if any_process(not bool(torch.isfinite(adv).all()), self.device): return None, "non-finite adversarial examples", adv
     examples = x if mode == "clean" else adv if mode == "adversarial" else torch.cat([x, adv])
-    u = u.reshape(-1, *tr.source.shape)
-    tr.optimizer.zero_grad(set_to_none=True)
-    per_image = tr.net(examples, u)
+    u = u.reshape(-1, *self.source.shape)
+    self.optimizer.zero_grad(set_to_none=True)
+    per_image = self.net(examples, u)
     per_image.mean().backward()
-    means = all_reduce_sum(per_image.detach().double().reshape(tr.parts, tr.b).sum(1)) / tr.cfg.batch_size
-    norm = torch.nn.utils.clip_grad_norm_(tr.model.parameters(), tr.cfg.max_grad_norm or math.inf)
+    means = all_reduce_sum(per_image.detach().double().reshape(self.parts, self.b).sum(1)) / self.cfg.batch_size
+    norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm or math.inf)
     finite_loss = bool(torch.isfinite(means).all())
     if not finite_loss or not bool(torch.isfinite(norm)):
-        tr.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
         return None, "non-finite loss" if not finite_loss else "non-finite gradient", adv
-    tr.optimizer.step(); tr.scheduler.step(); tr.optimizer.zero_grad(set_to_none=True)
+    self.optimizer.step(); self.scheduler.step(); self.optimizer.zero_grad(set_to_none=True)
     return means.cpu(), None, adv
 
 # %% ../../nbs/training/04_loop.ipynb #98b2571e
-def _record(tr:_Trainer, means):
+@patch
+def record(self:_Trainer, means):
     "Add an applied step's bits/dim to the window of the next log row."
-    mode = tr.cfg.mode
+    mode = self.cfg.mode
     clean = means[0] if mode != "adversarial" else math.nan
     advm = means[-1] if mode != "clean" else math.nan
-    tr._window += torch.tensor([float(means.mean()), float(clean), float(advm), 1.0], dtype=torch.float64)
+    self._window += torch.tensor([float(means.mean()), float(clean), float(advm), 1.0], dtype=torch.float64)
 
-def _log_row(tr:_Trainer)->dict:
+@patch
+def log_row(self:_Trainer)->dict:
     "The history row of the steps since the last one (test bits/dim on rank 0), and a fresh window."
-    s, n = tr._window[:3], float(tr._window[3])
+    s, n = self._window[:3], float(self._window[3])
     mean = (s / n).tolist() if n > 0 else [math.nan] * 3
-    test = _mean_bits_per_dim(tr.model, tr.test_images, tr.cfg.seed) if (tr.test_images is not None and tr.rank == 0) else math.nan
-    tr._window = torch.zeros(4, dtype=torch.float64)
-    return dict(step=tr.step, epoch=tr.step * tr.cfg.batch_size / len(tr.source),
-                lr=tr.optimizer.param_groups[0]["lr"], train_bpd=mean[0], train_clean_bpd=mean[1], train_adv_bpd=mean[2],
-                test_bpd=test, skipped_steps=tr.skipped, seconds=round(tr.seconds_before + time.time() - tr.t0, 3))
+    test = _mean_bits_per_dim(self.model, self.test_images, self.cfg.seed) if (self.test_images is not None and self.rank == 0) else math.nan
+    self._window = torch.zeros(4, dtype=torch.float64)
+    return dict(step=self.step, epoch=self.step * self.cfg.batch_size / len(self.source),
+                lr=self.optimizer.param_groups[0]["lr"], train_bpd=mean[0], train_clean_bpd=mean[1], train_adv_bpd=mean[2],
+                test_bpd=test, skipped_steps=self.skipped, seconds=round(self.seconds_before + time.time() - self.t0, 3))
 
 # %% ../../nbs/training/04_loop.ipynb #82974bfb
-def _trainer_state(tr:_Trainer)->dict:
+@patch
+def state(self:_Trainer)->dict:
     "Everything the next step depends on, as tensors and plain containers (`flownb.training.checkpoints`)."
-    return dict(format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION, step=tr.step,
-                model=tr.model.state_dict(), optimizer=tr.optimizer.state_dict(), scheduler=tr.scheduler.state_dict(),
-                rng=dict(noise=tr.noise.get_state(), attack=tr.attack.get_state(), **{"global": global_rng_state()}),
-                sampler=tr.sampler.state_dict(),
-                counters=dict(skipped=tr.skipped, bad_in_row=tr.bad_in_row, seconds=tr.seconds_before + time.time() - tr.t0,
-                              window=tr._window.clone()),
-                history=list(tr.history), config=dict(tr.cfg.record(), data=tr.data))
+    return dict(format=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION, step=self.step,
+                model=self.model.state_dict(), optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+                rng=dict(noise=self.noise.get_state(), attack=self.attack.get_state(), **{"global": global_rng_state()}),
+                sampler=self.sampler.state_dict(),
+                counters=dict(skipped=self.skipped, bad_in_row=self.bad_in_row, seconds=self.seconds_before + time.time() - self.t0,
+                              window=self._window.clone()),
+                history=list(self.history), config=dict(self.cfg.record(), data=self.data))
 
 def _images(fp:dict)->str: return f"{fp['n']:,} images of shape {tuple(fp['shape'])}, pixel digest {fp['digest']}"
 
@@ -228,55 +234,57 @@ def _architecture(state:dict)->str:
     "A model's state dict in a few words: tensors and parameters."
     return f"{len(state)} tensors, {sum(v.numel() for v in state.values())/1e6:.3f} M values"
 
-def _load_trainer_state(tr:_Trainer, ck:dict, path):
-    "Restore `_trainer_state`'s dict read from `path` (named in errors), after checking that the run's options allow it."
-    keys = RESUME_KEYS if tr.cfg.mode != "clean" else [k for k in RESUME_KEYS if k not in ATTACK_KEYS]  # unused when clean
-    differ = {k: (ck["config"].get(k), getattr(tr.cfg, k)) for k in keys if ck["config"].get(k) != getattr(tr.cfg, k)}
+@patch
+def load_state(self:_Trainer, ck:dict, path):
+    "Restore `_Trainer.state`'s dict read from `path` (named in errors), after checking that the run's options allow it."
+    keys = RESUME_KEYS if self.cfg.mode != "clean" else [k for k in RESUME_KEYS if k not in ATTACK_KEYS]  # unused when clean
+    differ = {k: (ck["config"].get(k), getattr(self.cfg, k)) for k in keys if ck["config"].get(k) != getattr(self.cfg, k)}
     if differ: raise CheckpointError(f"{path} comes from a run with other settings (checkpoint, now): {differ}")
-    if "data" in ck["config"] and ck["config"]["data"] != tr.data:   # checkpoints from before data were recorded lack it
+    if "data" in ck["config"] and ck["config"]["data"] != self.data:   # checkpoints from before data were recorded lack it
         raise CheckpointError(f"{path} was trained on other images (checkpoint: {_images(ck['config']['data'])}; "
-                              f"now: {_images(tr.data)}): use the same data set, source and --train-limit, or --no-resume")
-    theirs, ours = ck["model"], tr.model.state_dict()
+                              f"now: {_images(self.data)}): use the same data set, source and --train-limit, or --no-resume")
+    theirs, ours = ck["model"], self.model.state_dict()
     if {k: tuple(v.shape) for k, v in theirs.items()} != {k: tuple(v.shape) for k, v in ours.items()}:
         raise CheckpointError(f"{path} holds another architecture (checkpoint: {_architecture(theirs)}; this model: "
-                              f"{type(tr.model).__name__}, {_architecture(ours)}): resume with the same --model, --dataset and "
+                              f"{type(self.model).__name__}, {_architecture(ours)}): resume with the same --model, --dataset and "
                               "--preset, or start afresh with --no-resume")
-    if ck["step"] > tr.cfg.steps: raise ValueError(f"{path} is at step {ck['step']}, beyond steps={tr.cfg.steps}")
-    try: tr.model.load_state_dict(ck["model"])
+    if ck["step"] > self.cfg.steps: raise ValueError(f"{path} is at step {ck['step']}, beyond steps={self.cfg.steps}")
+    try: self.model.load_state_dict(ck["model"])
     except RuntimeError as e: raise CheckpointError(f"{path} does not fit this model: {str(e).splitlines()[0]}") from e
-    tr.optimizer.load_state_dict(ck["optimizer"]); tr.scheduler.load_state_dict(ck["scheduler"])
-    tr.noise.set_state(ck["rng"]["noise"]); tr.attack.set_state(ck["rng"]["attack"])
+    self.optimizer.load_state_dict(ck["optimizer"]); self.scheduler.load_state_dict(ck["scheduler"])
+    self.noise.set_state(ck["rng"]["noise"]); self.attack.set_state(ck["rng"]["attack"])
     set_global_rng_state(ck["rng"]["global"])
-    tr.sampler.load_state_dict(ck["sampler"])
+    self.sampler.load_state_dict(ck["sampler"])
     c = ck["counters"]
-    tr.step, tr.skipped, tr.bad_in_row = int(ck["step"]), int(c["skipped"]), int(c["bad_in_row"])
-    tr.seconds_before, tr._window, tr.history = float(c["seconds"]), c["window"].clone(), list(ck["history"])
+    self.step, self.skipped, self.bad_in_row = int(ck["step"]), int(c["skipped"]), int(c["bad_in_row"])
+    self.seconds_before, self._window, self.history = float(c["seconds"]), c["window"].clone(), list(ck["history"])
 
 # %% ../../nbs/training/04_loop.ipynb #663ae043
-def _run_loop(tr:_Trainer, ckpt_path, log_path):
-    "Steps from `tr.step` to the end: train, log, checkpoint, stop on persistent non-finite steps."
-    cfg = tr.cfg
-    bar = progress_bar(total=cfg.steps, initial=tr.step, desc=f"train {cfg.mode}", disable=not tr.progress or tr.rank != 0)
+@patch
+def run(self:_Trainer, ckpt_path, log_path):
+    "Steps from `self.step` to the end: train, log, checkpoint, stop on persistent non-finite steps."
+    cfg = self.cfg
+    bar = progress_bar(total=cfg.steps, initial=self.step, desc=f"train {cfg.mode}", disable=not self.progress or self.rank != 0)
     try:
-        while tr.step < cfg.steps:
-            x, u, seeds = _draw(tr, tr.step)
-            means, reason, adv = _train_step(tr, x, u, seeds)
+        while self.step < cfg.steps:
+            x, u, seeds = self.draw(self.step)
+            means, reason, adv = self.train_step(x, u, seeds)
             if reason is None:
-                _record(tr, means); tr.bad_in_row = 0
-                bar.set_postfix(bpd=f"{float(means.mean()):.3f}", skipped=tr.skipped, refresh=False)
+                self.record(means); self.bad_in_row = 0
+                bar.set_postfix(bpd=f"{float(means.mean()):.3f}", skipped=self.skipped, refresh=False)
             else:
-                tr.skipped += 1; tr.bad_in_row += 1
-                if tr.bad_in_row >= cfg.max_bad_steps:
-                    where = save_bad_batch(tr.run_dir, tr.rank, tr.step, reason, x, adv)
-                    raise NonFiniteTrainingError(f"{tr.bad_in_row} steps in a row skipped, the last (step {tr.step}) for {reason}; "
+                self.skipped += 1; self.bad_in_row += 1
+                if self.bad_in_row >= cfg.max_bad_steps:
+                    where = save_bad_batch(self.run_dir, self.rank, self.step, reason, x, adv)
+                    raise NonFiniteTrainingError(f"{self.bad_in_row} steps in a row skipped, the last (step {self.step}) for {reason}; "
                                                  f"its batch is saved in {where}")
-            tr.step += 1
+            self.step += 1
             bar.update(1)
-            if tr.step % cfg.eval_every == 0 or tr.step == cfg.steps:
-                tr.history.append(_log_row(tr))
-                if tr.rank == 0: _write_log(log_path, tr.history)
-            if ckpt_path is not None and tr.rank == 0 and (tr.step % cfg.checkpoint_every == 0 or tr.step == cfg.steps):
-                save_checkpoint(ckpt_path, _trainer_state(tr))
+            if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
+                self.history.append(self.log_row())
+                if self.rank == 0: _write_log(log_path, self.history)
+            if ckpt_path is not None and self.rank == 0 and (self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps):
+                save_checkpoint(ckpt_path, self.state())
     finally: bar.close()
 
 # %% ../../nbs/training/04_loop.ipynb #d9543338
@@ -309,7 +317,7 @@ def train(
         for pattern in (".checkpoint.pt.*.tmp", ".log.csv.*.tmp"): remove_dead_leftovers(run_dir, pattern)
     tr = _Trainer(model, source, cfg, rank, world, run_dir, test_images, progress)
     if resume and ckpt_path is not None and ckpt_path.exists():
-        _load_trainer_state(tr, load_checkpoint(ckpt_path), ckpt_path)
+        tr.load_state(load_checkpoint(ckpt_path), ckpt_path)
         if rank == 0: _write_log(log_path, tr.history)
     else:
         if rank == 0: _write_log(log_path, [])
@@ -318,6 +326,6 @@ def train(
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
         tr.net = DDP(tr.loss_module, device_ids=[tr.device.index] if tr.device.type == "cuda" else None)
-    _run_loop(tr, ckpt_path, log_path)
+    tr.run(ckpt_path, log_path)
     history = pd.DataFrame(tr.history, columns=LOG_COLUMNS)
     return TrainRun(model, history, log_path, ckpt_path, tr.skipped, tr.seconds_before + time.time() - tr.t0)
