@@ -14,7 +14,8 @@ from ..training.config import TRAIN_PRESETS
 
 # %% ../../nbs/experiments/00_budgets.ipynb #9940b9c8
 class Budget:
-    "A budget per preset: a frozen dataclass whose integer fields are checked when made; `replace` changes fields by name."
+    """A budget per preset: a frozen dataclass whose integer fields are checked when made; `replace` changes
+    fields by name."""
     def __post_init__(self):
         for f, v in asdict(self).items():
             if isinstance(v, int) and not isinstance(v, bool): check_integer(f, v, 0)
@@ -27,7 +28,8 @@ class Budget:
 
 @dataclass(frozen=True)
 class TrioBudget(Budget):
-    "The clean / adversarial / hybrid trio of Tables 1-2, Figs 1, 4-6 and §8.5 at one preset: its training, then its evaluation."
+    """The clean / adversarial / hybrid trio of Tables 1-2, Figs 1, 4-6 and §8.5 at one preset: its training,
+    then its evaluation."""
     arch_preset:str           # preset of the architecture table (`flownb.flows.architectures.ARCHITECTURES`)
     architecture:"str|None"   # one architecture by name for every dataset; None: the table's for the dataset
     image_size:"int|None"     # image side in pixels; None: the dataset's own
@@ -75,20 +77,20 @@ class StabilityBudget(Budget):
 TRIO_BUDGETS = {  # the trio experiments per preset
     "smoke": TrioBudget(arch_preset="smoke", architecture=None, image_size=None, n_train=2000, min_train=1,
                         clean_steps=40, robust_steps=10, batch_size=16, warmup_steps=10, robust_warmup_steps=2,
-                        train_attack_steps=2, finetune=True, eval_attack_steps=4, n_test=16, ood_n=2, ood_steps=5, audit_n=4,
-                        substitute="digits", download=False),
+                        train_attack_steps=2, finetune=True, eval_attack_steps=4, n_test=16, ood_n=2, ood_steps=5,
+                        audit_n=4, substitute="digits", download=False),
     "cpu": TrioBudget(arch_preset="cpu", architecture="glow-L3-K4-w32", image_size=32, n_train=None, min_train=1000,
                       clean_steps=3000, robust_steps=600, batch_size=32, warmup_steps=200, robust_warmup_steps=50,
-                      train_attack_steps=10, finetune=True, eval_attack_steps=32, n_test=256, ood_n=16, ood_steps=100, audit_n=32,
-                      substitute=None, download=True),
+                      train_attack_steps=10, finetune=True, eval_attack_steps=32, n_test=256, ood_n=16, ood_steps=100,
+                      audit_n=32, substitute=None, download=True),
     "gpu": TrioBudget(arch_preset="gpu", architecture=None, image_size=None, n_train=None, min_train=1000,
-                      clean_steps=10_000, robust_steps=1_200, batch_size=64, warmup_steps=1_000, robust_warmup_steps=100,
-                      train_attack_steps=10, finetune=True, eval_attack_steps=32, n_test=1_000, ood_n=64, ood_steps=100,
-                      audit_n=64, substitute=None, download=True),
+                      clean_steps=10_000, robust_steps=1_200, batch_size=64, warmup_steps=1_000,
+                      robust_warmup_steps=100, train_attack_steps=10, finetune=True, eval_attack_steps=32,
+                      n_test=1_000, ood_n=64, ood_steps=100, audit_n=64, substitute=None, download=True),
     "paper": TrioBudget(arch_preset="paper", architecture=None, image_size=None, n_train=None, min_train=1000,
-                        clean_steps=100_000, robust_steps=100_000, batch_size=64, warmup_steps=7_800, robust_warmup_steps=7_800,
-                        train_attack_steps=10, finetune=False, eval_attack_steps=32, n_test=10_000, ood_n=64, ood_steps=100,
-                        audit_n=128, substitute=None, download=True),
+                        clean_steps=100_000, robust_steps=100_000, batch_size=64, warmup_steps=7_800,
+                        robust_warmup_steps=7_800, train_attack_steps=10, finetune=False, eval_attack_steps=32,
+                        n_test=10_000, ood_n=64, ood_steps=100, audit_n=128, substitute=None, download=True),
 }
 
 TABLE2_EVAL = dict(  # the evaluation of Table 2 per preset (its training budgets: TRIO_BUDGETS)
@@ -96,26 +98,28 @@ TABLE2_EVAL = dict(  # the evaluation of Table 2 per preset (its training budget
     gpu=EvalBudget(eval_attack_steps=40, n_test=300), paper=EvalBudget(eval_attack_steps=40, n_test=1200))
 
 REALNVP_BUDGETS = dict(  # Table 3 per preset (architectures: ARCHITECTURES)
-    smoke=RealNVPBudget(arch_preset="smoke", image_size=None, n_train=500, min_train=1, steps=30, batch_size=16, warmup_steps=5,
-                        n_test=8, audit_n=4, substitute="digits", download=False),
-    cpu=RealNVPBudget(arch_preset="cpu", image_size=32, n_train=None, min_train=1000, steps=2000, batch_size=32, warmup_steps=100,
-                      n_test=256, audit_n=32, substitute=None, download=True),
+    smoke=RealNVPBudget(arch_preset="smoke", image_size=None, n_train=500, min_train=1, steps=30, batch_size=16,
+                        warmup_steps=5, n_test=8, audit_n=4, substitute="digits", download=False),
+    cpu=RealNVPBudget(arch_preset="cpu", image_size=32, n_train=None, min_train=1000, steps=2000, batch_size=32,
+                      warmup_steps=100, n_test=256, audit_n=32, substitute=None, download=True),
     gpu=RealNVPBudget(arch_preset="gpu", image_size=64, n_train=None, min_train=1000, steps=10_000, batch_size=64,
                       warmup_steps=1000, n_test=1_000, audit_n=64, substitute=None, download=True),
     paper=RealNVPBudget(arch_preset="paper", image_size=64, n_train=None, min_train=1000, steps=100_000, batch_size=64,
                         warmup_steps=1000, n_test=10_000, audit_n=128, substitute=None, download=True),
 )
 
-SAMPLES = dict(smoke=4, cpu=128, gpu=500, paper=1000)  # §8.3 (08_adversarial_samples): samples per model and temperature
+# §8.3 (08_adversarial_samples): samples per model and temperature
+SAMPLES = dict(smoke=4, cpu=128, gpu=500, paper=1000)
 
 STABILITY = dict(  # §8.5 (09_stability)
-    smoke=StabilityBudget(steps=20, n_test=8, n_inits=2, draws=4), cpu=StabilityBudget(steps=1000, n_test=64, n_inits=5, draws=16),
+    smoke=StabilityBudget(steps=20, n_test=8, n_inits=2, draws=4),
+    cpu=StabilityBudget(steps=1000, n_test=64, n_inits=5, draws=16),
     gpu=StabilityBudget(steps=10_000, n_test=256, n_inits=3, draws=16),
     paper=StabilityBudget(steps=100_000, n_test=1000, n_inits=5, draws=32))
 
 # %% ../../nbs/experiments/00_budgets.ipynb #1627bf5c
-# 09a_beyond_paper's architecture remedies: the bounded prior swept over its bound B (boundedprior = B 5), the fixed prior
-# (B -> 0), additive couplings, plain 1x1 convolutions
+# 09a_beyond_paper's architecture remedies: the bounded prior swept over its bound B (boundedprior = B 5),
+# the fixed prior (B -> 0), additive couplings, plain 1x1 convolutions
 REMEDIES = ("boundedprior1", "boundedprior2", "boundedprior3", "boundedprior", "fixedprior", "additive", "plain")
 
 @dataclass(frozen=True)
@@ -135,21 +139,25 @@ class BeyondBudget(Budget):
 
 @dataclass(frozen=True)
 class BudgetCurveBudget(Budget):
-    "09b_budget_curve at one preset: robust-training steps of each adversarial / hybrid pair, attacked and audited images."
+    """09b_budget_curve at one preset: robust-training steps of each adversarial / hybrid pair, attacked and audited
+    images."""
     budgets:tuple             # robust-training steps, the preset's Table 1 budget first
     n_test:int                # attacked test images
     audit_n:int               # images of the attack audit
 
 BEYOND_PAPER = dict(
-    smoke=BeyondBudget(variants=("boundedprior1", "boundedprior", "fixedprior", "additive", "plain"), seeds=2, scratch_steps=10,
-                       scratch_attack_steps=2, n_test=8, eval_attack_steps=3, n_terms=4, auroc_n=6, auroc_steps=4, ood_n=4,
-                       ood_steps=3, audit_n=4),
-    cpu=BeyondBudget(variants=REMEDIES, seeds=5, scratch_steps=1200, scratch_attack_steps=5, n_test=128, eval_attack_steps=32,
-                     n_terms=32, auroc_n=64, auroc_steps=100, ood_n=16, ood_steps=100, audit_n=16),
+    smoke=BeyondBudget(variants=("boundedprior1", "boundedprior", "fixedprior", "additive", "plain"), seeds=2,
+                       scratch_steps=10, scratch_attack_steps=2, n_test=8, eval_attack_steps=3, n_terms=4, auroc_n=6,
+                       auroc_steps=4, ood_n=4, ood_steps=3, audit_n=4),
+    cpu=BeyondBudget(variants=REMEDIES, seeds=5, scratch_steps=1200, scratch_attack_steps=5, n_test=128,
+                     eval_attack_steps=32, n_terms=32, auroc_n=64, auroc_steps=100, ood_n=16, ood_steps=100,
+                     audit_n=16),
     gpu=BeyondBudget(variants=REMEDIES, seeds=5, scratch_steps=10_000, scratch_attack_steps=10, n_test=1_000,
-                     eval_attack_steps=32, n_terms=128, auroc_n=500, auroc_steps=100, ood_n=64, ood_steps=100, audit_n=64),
+                     eval_attack_steps=32, n_terms=128, auroc_n=500, auroc_steps=100, ood_n=64, ood_steps=100,
+                     audit_n=64),
     paper=BeyondBudget(variants=REMEDIES, seeds=5, scratch_steps=100_000, scratch_attack_steps=10, n_test=10_000,
-                       eval_attack_steps=32, n_terms=256, auroc_n=2_000, auroc_steps=100, ood_n=64, ood_steps=100, audit_n=128),
+                       eval_attack_steps=32, n_terms=256, auroc_n=2_000, auroc_steps=100, ood_n=64, ood_steps=100,
+                       audit_n=128),
 )
 
 BUDGET_CURVE = dict(
@@ -175,8 +183,10 @@ ATTACK_DEMO = dict(  # attacks/00_pgd: train steps of the digits demo flow, audi
 )
 
 TRAINING_DEMO = dict(  # training/04_loop: the clean / adversarial / hybrid GLOWs on digits
-    smoke=dict(steps=120, batch_size=64, eval_every=20, warmup_steps=20, lr=2e-3, attack_steps=2, eval_attack_steps=10),
-    cpu=dict(steps=2000, batch_size=64, eval_every=100, warmup_steps=200, lr=1e-3, attack_steps=5, eval_attack_steps=20),
+    smoke=dict(steps=120, batch_size=64, eval_every=20, warmup_steps=20, lr=2e-3, attack_steps=2,
+               eval_attack_steps=10),
+    cpu=dict(steps=2000, batch_size=64, eval_every=100, warmup_steps=200, lr=1e-3, attack_steps=5,
+             eval_attack_steps=20),
     gpu=dict(**{k: TRAIN_PRESETS["gpu"][k] for k in ("steps", "batch_size", "eval_every", "warmup_steps")},
              lr=1e-3, attack_steps=10, eval_attack_steps=32),
     paper=dict(**{k: TRAIN_PRESETS["paper"][k] for k in ("steps", "batch_size", "eval_every", "warmup_steps")},

@@ -21,7 +21,8 @@ NOT_RESULT_PARAMETERS = ("out_dir",)  # parameters that do not change what a not
 def notebook_defaults(
     notebook:str,   # notebook name in nbs/, e.g. '05_glow_cifar'
 )->dict:            # parameter -> default value
-    "The literal default values of a notebook's `parameters` cell (values computed at run time, like `preset`, are left out)."
+    """The literal default values of a notebook's `parameters` cell (values computed at run time, like `preset`,
+    are left out)."""
     path = (repo_root() or Path.cwd())/"nbs"/f"{notebook}.ipynb"
     cells = [c for c in json.loads(path.read_text())["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
     if len(cells) != 1: raise ValueError(f"{path} has {len(cells)} cells tagged 'parameters'; expected one")
@@ -36,10 +37,12 @@ def default_results_folder(
     notebook:str,      # notebook name in nbs/, e.g. '05_glow_cifar'
     parameters:dict,   # all its parameters, as run (preset may be 'auto')
 )->tuple:              # (folder, why): not created
-    "`<repo>/figures` for the configuration of a notebook's committed results (`FIGURES_PRESET`, its defaults), else `runs/results/<notebook>/<preset>-<key>`."
+    """`<repo>/figures` for the configuration of a notebook's committed results (`FIGURES_PRESET`, its defaults),
+    else `runs/results/<notebook>/<preset>-<key>`."""
     params = {k: v for k, v in parameters.items() if k not in NOT_RESULT_PARAMETERS}
     params["preset"] = resolve_preset(params.get("preset", "auto"))
-    committed = {**{k: v for k, v in notebook_defaults(notebook).items() if k not in NOT_RESULT_PARAMETERS}, "preset": FIGURES_PRESET}
+    committed = {**{k: v for k, v in notebook_defaults(notebook).items() if k not in NOT_RESULT_PARAMETERS},
+                 "preset": FIGURES_PRESET}
     differ = [f"{k}={params[k]!r}" if k in params else f"{k} not given" for k in sorted(set(params) | set(committed))
               if k not in params or k not in committed or params[k] != committed[k]]
     root = repo_root()
@@ -56,11 +59,13 @@ def output_dir(
     notebook:str|None=None,      # the notebook's name in nbs/ (needed when out_dir is None)
     parameters:dict|None=None,   # its parameters, as run (needed when out_dir is None)
 )->Path:                         # an existing folder to write tables and figures into
-    "Where a notebook writes results, said on stdout: `out_dir` if given; a scratch folder under `nbdev_test`; else `default_results_folder`."
+    """Where a notebook writes results, said on stdout: `out_dir` if given; a scratch folder under `nbdev_test`;
+    else `default_results_folder`."""
     if out_dir is not None: folder, why = Path(out_dir).expanduser(), "out_dir"
     elif running_under_nbdev_test(): folder, why = scratch_folder("figures"), "a scratch folder: nbdev_test"
     elif notebook is None or parameters is None:
-        raise ValueError("output_dir needs out_dir, or the notebook's name and parameters to choose between figures/ and runs/results/")
+        raise ValueError("output_dir needs out_dir, or the notebook's name and parameters to choose between figures/ "
+                         "and runs/results/")
     else: folder, why = default_results_folder(notebook, parameters)
     folder.mkdir(parents=True, exist_ok=True)
     print(f"results go to {folder} ({why})")
@@ -68,7 +73,8 @@ def output_dir(
 
 # %% ../../nbs/experiments/02_records.ipynb #4162a879
 def software_versions(
-    packages=("flownb", "numpy", "scipy", "torch", "torchvision", "matplotlib", "pandas", "papermill"),  # distributions to report
+    # distributions to report
+    packages=("flownb", "numpy", "scipy", "torch", "torchvision", "matplotlib", "pandas", "papermill"),
 )->dict:
     "Installed version of each package (None when absent), plus Python and the platform."
     out = {"python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count()}
@@ -85,7 +91,8 @@ def write_run_record(
     started:float,       # `time.time()` at the start of the run
     **extra,             # anything else worth keeping (dataset source, per-stage timings, ...)
 )->Path:                 # the JSON file published (`flownb.core.result_sets`)
-    "Publish the run's staged result files with `<out_dir>/<name>.json` (parameters, preset, wall time, versions, `extra`) last."
+    """Publish the run's staged result files with `<out_dir>/<name>.json` (parameters, preset, wall time, versions,
+    `extra`) last."""
     record = dict(name=name, preset=preset, parameters=parameters,
                   finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), wall_seconds=round(time.time()-started, 3),
                   versions=software_versions(), **extra)

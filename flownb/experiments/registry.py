@@ -19,7 +19,8 @@ FIGURES_PRESET = "cpu"   # the preset of the results committed in figures/
 class Notebook:
     "An experiment notebook at the top of `nbs/`: what it makes and how long it takes."
     name:str                  # file stem in nbs/, e.g. '05_glow_cifar'
-    minutes:dict              # preset -> wall minutes on 2 CPU cores, measured (the paper preset runs on a GPU: not measured here)
+    # preset -> wall minutes on 2 CPU cores, measured (the paper preset runs on a GPU: not measured here)
+    minutes:dict
     committed:bool            # its results at FIGURES_PRESET with its default parameters are the ones in figures/
     pattern:"str|None" = None # file-stem pattern of its runs in figures/, e.g. 'table1_glow_*': a section of the report
     title:"str|None" = None   # that section's title
@@ -31,7 +32,8 @@ NOTEBOOKS = (  # in the order make paper runs them
              "Table 1 — GLOW, clean / adversarial / hybrid, attack ε sweep", ("fig1", "fig4")),
     Notebook("06_glow_lsun", dict(smoke=1, cpu=23), True, "table2_glow_*",
              "Table 2 — GLOW, clean / adversarial / hybrid, attack ε up to 32", ("fig5",)),
-    Notebook("07_realnvp", dict(smoke=1, cpu=22), True, "table3_realnvp", "Table 3 — RealNVP at ε = 8, by attack iterations"),
+    Notebook("07_realnvp", dict(smoke=1, cpu=22), True, "table3_realnvp",
+             "Table 3 — RealNVP at ε = 8, by attack iterations"),
     Notebook("08_adversarial_samples", dict(smoke=1, cpu=1), True, "fig6_glow_*",
              "Figure 6 / §8.3 — samples of the adversarial model judged by the clean one"),
     Notebook("09_stability", dict(smoke=1, cpu=13), True, "stability_glow_*",
@@ -73,11 +75,15 @@ def paper_plan(
     "The lines `make paper` prints before it starts."
     preset = resolve_preset(preset)
     times = [EXPECTED_MINUTES.get(nb, {}).get(preset) for nb in notebooks]
-    lines = [f"make paper: {len(notebooks)} notebook(s) at the {preset} preset, one after the other with papermill; expected wall time"
-             + (" on 2 CPU cores (first data downloads or unpacking come on top):" if preset != "paper" else " (a GPU; not measured here):")]
+    lines = [f"make paper: {len(notebooks)} notebook(s) at the {preset} preset, one after the other with papermill; "
+             "expected wall time"
+             + (" on 2 CPU cores (first data downloads or unpacking come on top):" if preset != "paper"
+                else " (a GPU; not measured here):")]
     lines += [f"  {nb:<24} {_minutes(t) if t is not None else 'unknown'}" for nb, t in zip(notebooks, times)]
     known = [t for t in times if t is not None]
-    if known: lines.append(f"  {'total':<24} {_minutes(sum(known))}" + ("" if len(known) == len(times) else " for those known"))
-    lines.append("Executed notebooks go to runs/notebooks/; results to figures/ only for the configuration committed there "
-                 "(cpu preset, default parameters), else to runs/results/<notebook>/ (each run says where).")
+    if known:
+        lines.append(f"  {'total':<24} {_minutes(sum(known))}"
+                     + ("" if len(known) == len(times) else " for those known"))
+    lines.append("Executed notebooks go to runs/notebooks/; results to figures/ only for the configuration committed "
+                 "there (cpu preset, default parameters), else to runs/results/<notebook>/ (each run says where).")
     return "\n".join(lines)

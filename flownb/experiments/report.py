@@ -47,7 +47,8 @@ def audit_line(
     if not path.exists(): return "Attack audit: none recorded (the run predates the audit, or reports no attacked NLL)."
     summary = pd.read_csv(path).drop(columns=["preset"], errors="ignore")
     if not len(summary): return f"Attack audit (`figures/{path.name}`): no attacked row."
-    return f"Attack audit (`figures/{path.name}`): " + audit_report(summary).replace("attack audit: ", "", 1).replace("\n", "; ") + "."
+    return (f"Attack audit (`figures/{path.name}`): "
+            + audit_report(summary).replace("attack audit: ", "", 1).replace("\n", "; ") + ".")
 
 def experiment_section(
     figures:Path,     # the results folder
@@ -64,9 +65,11 @@ def experiment_section(
     runs = record.get("runs") or {}
     trained = ", ".join(f"{m} {_training(r)}" for m, r in runs.items())
     lines = [f"### {experiment.title}", "",
-             f"`nbs/{experiment.name}.ipynb`, preset **{record['preset']}**, {max(1, round(record['wall_seconds']/60))} min wall"
+             f"`nbs/{experiment.name}.ipynb`, preset **{record['preset']}**, "
+             f"{max(1, round(record['wall_seconds']/60))} min wall"
              + (f" (models: {trained})" if trained else "") + f". Data: {label}."]
-    notes = [data.get("note")] if isinstance(data.get("note"), str) else [d.get("note") for d in data.values() if isinstance(d, dict)]
+    notes = ([data.get("note")] if isinstance(data.get("note"), str)
+             else [d.get("note") for d in data.values() if isinstance(d, dict)])
     sub = record.get("substitution")
     if sub: lines.append(f"**Substituted: {sub['used']} for {sub['asked']}** — {sub['reason']}.")
     lines += [f"Note: {n}." for n in notes if n] + [f"Not run: {k} — {v}" for k, v in skipped.items()]
@@ -82,7 +85,8 @@ def claims_table(
 )->pd.DataFrame:      # run (file stem), claim, section, verdict, evidence, preset
     "Every checked claim of the committed experiments."
     cols = ["run", "claim", "section", "reproduced", "evidence", "preset"]
-    frames = [pd.read_csv(figures/f"{s}_claims.csv").assign(run=s) for s in stems if (figures/f"{s}_claims.csv").exists()]
+    frames = [pd.read_csv(figures/f"{s}_claims.csv").assign(run=s) for s in stems
+              if (figures/f"{s}_claims.csv").exists()]
     if not frames: return pd.DataFrame(columns=cols)
     return pd.concat(frames, ignore_index=True)[cols]
 
@@ -102,9 +106,9 @@ def results_markdown(
     parts = [experiment_section(figures, stem, experiment) for stem, experiment in runs]
     claims = claims_table(figures, [stem for stem, _ in runs])
     if len(claims):
-        parts.append("### Claims of §5 and §8.3–8.5\n\nEach qualitative claim checked against the run named in the first "
-                     "column (thresholds in the notebooks and in `nbs/04j_robustness.ipynb`, each row's stated first in its "
-                     f"evidence). Verdicts: {verdict_tally(claims)}.\n\n"
+        parts.append("### Claims of §5 and §8.3–8.5\n\nEach qualitative claim checked against the run named in the "
+                     "first column (thresholds in the notebooks and in `nbs/experiments/06_robustness.ipynb`, each "
+                     f"row's stated first in its evidence). Verdicts: {verdict_tally(claims)}.\n\n"
                      + table_markdown(claims.assign(reproduced=lambda d: "**" + d.reproduced + "**")))
     if not parts: parts = ["No experiment results are committed yet."]
     return "\n\n".join(parts)
@@ -124,7 +128,9 @@ def update_readme(
 def check_no_smoke_results(
     figures:str|Path,  # the results folder
 ):
-    "Raise a one-line ValueError naming the run records in `figures` made at the smoke preset: their numbers test the code, they are not results."
+    """Raise a one-line ValueError naming the run records in `figures` made at the smoke preset: their numbers
+    test the code, they are not results."""
     smoke = sorted(p.name for p in Path(figures).glob("*.json") if json.loads(p.read_text()).get("preset") == "smoke")
-    if smoke: raise ValueError(f"{figures} holds smoke-preset runs ({', '.join(smoke)}): the README shows no smoke results; "
-                               "restore them (git checkout figures/) or rerun those notebooks at the cpu or paper preset")
+    if smoke:
+        raise ValueError(f"{figures} holds smoke-preset runs ({', '.join(smoke)}): the README shows no smoke results; "
+                         "restore them (git checkout figures/) or rerun those notebooks at the cpu or paper preset")

@@ -24,19 +24,25 @@ def _option_type(f):
     return lambda s: None if s == "None" else kind(s)
 
 def parse_args(argv=None)->argparse.Namespace:
-    "Arguments of `python -m flownb.training.cli` (`flownb-train`): the fields of `TrainConfig`, then the model, the data and the run folder."
-    p = argparse.ArgumentParser(prog="python -m flownb.training.cli", description="Train a flow on clean, adversarial or hybrid batches.",
+    """Arguments of `python -m flownb.training.cli` (`flownb-train`): the fields of `TrainConfig`, then the model,
+    the data and the run folder."""
+    p = argparse.ArgumentParser(prog="python -m flownb.training.cli",
+                                description="Train a flow on clean, adversarial or hybrid batches.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     choices = dict(mode=list(MODES), preset=["auto", *PRESETS])
     for f in fields(TrainConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), type=_option_type(f), default=f.default, choices=choices.get(f.name),
+        p.add_argument("--" + f.name.replace("_", "-"), type=_option_type(f), default=f.default,
+                       choices=choices.get(f.name),
                        help=f.metadata["help"] + (" (must match to resume)" if f.metadata["resume"] else ""))
-    p.add_argument("--dataset", default="digits", help="data set name (flownb.data.datasets), e.g. digits, mnist, cifar10")
-    p.add_argument("--model", default="glow", choices=["glow", "realnvp"], help="the flow to train, built by --preset for --dataset")
+    p.add_argument("--dataset", default="digits",
+                   help="data set name (flownb.data.datasets), e.g. digits, mnist, cifar10")
+    p.add_argument("--model", default="glow", choices=["glow", "realnvp"],
+                   help="the flow to train, built by --preset for --dataset")
     p.add_argument("--device", default="auto", help="'auto' (CUDA when visible), 'cpu', 'cuda'")
     p.add_argument("--checkpoint-dir", required=True, help="folder for checkpoint.pt and log.csv")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if a checkpoint exists")
-    p.add_argument("--data-root", default=None, help="dataset folder (relative: from the repository root); default: $FLOWNB_DATA, else data/")
+    p.add_argument("--data-root", default=None,
+                   help="dataset folder (relative: from the repository root); default: $FLOWNB_DATA, else data/")
     p.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
     p.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test images; 0: no test set")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (the JSON summary is still printed)")
@@ -46,26 +52,30 @@ def main(argv=None)->TrainRun:
     "Entry point of `python -m flownb.training.cli` and `torchrun -m flownb.training.cli`."
     from flownb.data.datasets import load_dataset
     args = parse_args(argv)
-    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})   # checked before anything starts
+    # checked before anything starts
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     rank, world, device = init_distributed(args.device)
     try:
         torch.manual_seed(args.seed)
         model = build_model(args.model, args.dataset, args.preset).to(device)
         train_set = load_dataset(args.dataset, "train", root=args.data_root, limit=args.train_limit)
-        test_set = None if args.test_limit == 0 else load_dataset(args.dataset, "test", root=args.data_root, limit=args.test_limit)
-        run = train(model, train_set, config, test_set=test_set, checkpoint_dir=args.checkpoint_dir, resume=not args.no_resume,
-                    progress=not args.no_progress)
+        test_set = None if args.test_limit == 0 else load_dataset(args.dataset, "test", root=args.data_root,
+                                                                  limit=args.test_limit)
+        run = train(model, train_set, config, test_set=test_set, checkpoint_dir=args.checkpoint_dir,
+                    resume=not args.no_resume, progress=not args.no_progress)
         if rank == 0:
             last = run.history.iloc[-1].to_dict() if len(run.history) else {}
             print(json.dumps(dict(log=str(run.log_path), checkpoint=str(run.checkpoint_path), world_size=world,
-                                  skipped_steps=run.skipped_steps, seconds=round(run.seconds, 2), last=last), default=float))
+                                  skipped_steps=run.skipped_steps, seconds=round(run.seconds, 2), last=last),
+                             default=float))
         return run
     finally:
         if world > 1 and dist.is_initialized(): dist.destroy_process_group()
 
 # %% ../../nbs/training/05_cli.ipynb #ead01aa5
 def cli():
-    "The `flownb-train` command (and `python -m flownb.training.cli`): `main`, with a bad option, data or checkpoint said in one line."
+    """The `flownb-train` command (and `python -m flownb.training.cli`): `main`, with a bad option, data or checkpoint
+    said in one line."""
     try: main()
     except (ValueError, NonFiniteTrainingError) as e:
         kind = "" if type(e) is ValueError else f"{type(e).__name__}: "
