@@ -48,7 +48,7 @@ def test_doc_processing_runs(repo_root, venv_bin, tmp_path):
     run = subprocess.run([venv_bin/"nbdev_proc_nbs", "--n_workers", "0"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=900, env={**os.environ, "FLOWNB_PRESET": "smoke", "IN_TEST": "1"})
     assert run.returncode == 0, run.stderr[-3000:]
-    assert len(list((tmp_path/"_proc").glob("*.ipynb"))) >= len(site_notebooks(repo_root/"nbs"))
+    assert len(list((tmp_path/"_proc").rglob("*.ipynb"))) >= len(site_notebooks(repo_root/"nbs"))
 
 
 def test_publishing_an_executed_notebook(repo_root, theory_run, site_repo, tmp_path):
