@@ -123,10 +123,11 @@ def train_run(
     device,               # where to train
     progress:bool=True,   # tqdm bar
     init_dir:Path|None=None,  # folder of the run it starts from, if any
+    test_set=None,        # test images whose mean bits/dim each log row records (no effect on the weights); None: none
 ):                        # `flownb.training.loop.TrainRun`
     "Train (or finish, or just load) the flow of a run in its folder."
-    return train(initial_flow(spec, init_dir), train_set, config=spec.train, checkpoint_dir=run_dir, progress=progress,
-                 device=device)
+    return train(initial_flow(spec, init_dir), train_set, config=spec.train, test_set=test_set, checkpoint_dir=run_dir,
+                 progress=progress, device=device)
 
 # %% ../../nbs/training/07_runs.ipynb #c6334b63
 def _launch_torchrun(
@@ -194,7 +195,7 @@ def trained_flow(
         reused = done.exists() and checkpoint_step(done) == spec.train.steps
         init_dir = None if spec.init_from is None else folder.parent/spec.init_from
         if processes > 1 and not reused: _launch_torchrun(folder, init_dir, processes, device, progress)
-        run = train_run(spec, folder, data["train"], device, progress, init_dir)
+        run = train_run(spec, folder, data["train"], device, progress, init_dir, test_set=data["test"])
     return FlowRun(run.model.eval(), run.history, folder, spec, run.seconds, reused)
 
 # %% ../../nbs/training/07_runs.ipynb #143ee191
