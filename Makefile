@@ -2,7 +2,7 @@
 #   make test    create .venv if absent, install, run every notebook (smoke preset) and pytest; needs no dataset
 #   make test-data   the tests that need the real data sets (FLOWNB_MIRROR=<the offline mirror> make test-data)
 #   make paper   create .venv if absent, install, regenerate the paper's tables and figures into figures/
-#   make gpu-check   on a CUDA machine: check it and project the hours of the paper's tables (~8 min)
+#   make gpu-check   on a CUDA machine: check it and project the hours of the paper's tables (~2 min on an H200)
 #                (PRESET=auto: paper preset on CUDA, cpu preset otherwise)
 #   make docs    the docs site in _docs/ (Quarto's nbdev_docs if installed, else nbconvert), checked in headless Chromium
 #   make executed-library PRESET=cpu   run the library notebooks and keep their outputs in nbs/

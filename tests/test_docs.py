@@ -140,3 +140,10 @@ def test_readme_and_index_list_every_notebook_in_reading_order(repo_root):
     index = next(c.source for c in nbformat.read(repo_root/"nbs"/"index.ipynb", as_version=4).cells if c.source.startswith("## Reading order"))
     linked = re.findall(r"\| \[((?:[a-z]+/)?\d\d[a-z]?_[a-z0-9_]+)\]\(\1\.ipynb\) \|", index)
     assert linked == names, set(linked) ^ set(names) or "the index's order differs from the site's"
+
+
+def test_readme_time_of_make_paper_is_its_plan(repo_root):
+    "The README's expected time of `make paper` at the cpu preset is the total the plan prints (the registry's times)."
+    from flownb.experiments.registry import paper_plan, notebook_files
+    value, unit = paper_plan("cpu", notebook_files()).splitlines()[-2].split()[-2:]   # e.g. '~4.1', 'h'
+    assert f"about {value.lstrip('~')} {unit} in all" in (repo_root/"README.md").read_text()

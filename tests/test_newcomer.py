@@ -55,6 +55,10 @@ def test_two_smoke_runs_without_mirror_or_out_dir(repo_root, venv_bin, tmp_path)
     stderr = runs[0].stderr + runs[1].stderr
     assert re.search(r"train clean: +\d+%", stderr) and re.search(r"train hybrid: +\d+%", stderr), stderr[-2000:]
     assert "attack sweep" in runs[0].stderr and "attack sweep" in runs[1].stderr
+    # the terminal also says what runs, at which preset, where its results go, and that digits stand in
+    for run in runs:
+        assert re.search(r"05_glow_cifar: preset smoke, expected .* results to .*runs/results/05_glow_cifar/smoke-", run.stderr)
+        assert "SUBSTITUTED: cifar10 -> digits" in run.stderr
     # both runs' results went to the one folder of their parameters under runs/, which each notebook names
     results = sorted((tmp_path/"runs"/"results"/"05_glow_cifar").glob("smoke-*"))
     assert len(results) == 1
@@ -118,6 +122,10 @@ def test_readme_training_command_runs(repo_root, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert json.loads(run.stdout.strip().splitlines()[-1])["last"]["step"] == 4
     assert (tmp_path/"demo"/"checkpoint.pt").exists()
+    again = subprocess.run([sys.executable, "-m", "flownb.training.cli", *args, "--steps", "4"], cwd=tmp_path,
+                           env=env, capture_output=True, text=True, timeout=300)   # the same run, finished: said so
+    assert again.returncode == 0 and "is already complete at step 4: nothing trained" in again.stderr, again.stderr[-2000:]
+    assert not re.search(r"train \w+: ", again.stderr)   # no progress bar for work that is not done
 
 
 @pytest.mark.parametrize("params, message", [

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['FIGURES_PRESET', 'NOTEBOOKS', 'COMMITTED_NOTEBOOKS', 'EXPECTED_MINUTES', 'EXPERIMENTS', 'Notebook', 'notebook',
-           'notebook_files', 'paper_plan']
+           'notebook_files', 'format_minutes', 'paper_plan']
 
 # %% ../../nbs/experiments/01_registry.ipynb #02576462
 from dataclasses import dataclass
@@ -66,7 +66,11 @@ def notebook_files(
     return sorted(p.stem for p in nbs.glob("[0-9]*.ipynb"))
 
 # %% ../../nbs/experiments/01_registry.ipynb #bc39d837
-def _minutes(m:float)->str: return "<1 min" if m < 1 else f"~{m:.0f} min" if m < 60 else f"~{m/60:.1f} h"
+def format_minutes(
+    m:float,   # minutes
+)->str:        # e.g. '<1 min', '~25 min', '~1.5 h'
+    "A duration as the plans print it."
+    return "<1 min" if m < 1 else f"~{m:.0f} min" if m < 60 else f"~{m/60:.1f} h"
 
 def paper_plan(
     preset:str,      # the preset `make paper` passes ('auto' resolved here)
@@ -79,10 +83,10 @@ def paper_plan(
              "expected wall time"
              + (" on 2 CPU cores (first data downloads or unpacking come on top):" if preset != "paper"
                 else " (a GPU; not measured here):")]
-    lines += [f"  {nb:<24} {_minutes(t) if t is not None else 'unknown'}" for nb, t in zip(notebooks, times)]
+    lines += [f"  {nb:<24} {format_minutes(t) if t is not None else 'unknown'}" for nb, t in zip(notebooks, times)]
     known = [t for t in times if t is not None]
     if known:
-        lines.append(f"  {'total':<24} {_minutes(sum(known))}"
+        lines.append(f"  {'total':<24} {format_minutes(sum(known))}"
                      + ("" if len(known) == len(times) else " for those known"))
     lines.append("Executed notebooks go to runs/notebooks/; results to figures/ only for the configuration committed "
                  "there (cpu preset, default parameters), else to runs/results/<notebook>/ (each run says where).")

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['BEGIN', 'END', 'table_markdown', 'audit_line', 'experiment_section', 'claims_table', 'verdict_tally',
-           'results_markdown', 'update_readme', 'check_no_smoke_results']
+           'results_markdown', 'update_readme', 'claims_markdown', 'findings', 'check_no_smoke_results']
 
 # %% ../../nbs/experiments/08_report.ipynb #cb5fa53e
 import json
@@ -123,6 +123,26 @@ def update_readme(
     new = text[:text.index(BEGIN) + len(BEGIN)] + "\n\n" + section.strip() + "\n\n" + text[text.index(END):]
     if new != text: atomic_write_text(readme, new)   # a reader never sees half a README
     return new != text
+
+def claims_markdown(
+    claims:pd.DataFrame,  # a claims table (`flownb.experiments.results.write_claims`): claim, reproduced, evidence, ...
+):                        # IPython Markdown: claim, verdict and evidence in full, nothing cut
+    "The claims of a run as a markdown table, every cell in full (a DataFrame's display cuts long text)."
+    from IPython.display import Markdown
+    shown = claims[["claim", "reproduced", "evidence"]].rename(columns=dict(reproduced="verdict"))
+    return Markdown(table_markdown(shown))
+
+def findings(
+    claims:pd.DataFrame,  # a claims table (`flownb.experiments.results.write_claims`)
+    what:str="this run",  # what the claims were checked on
+):                        # IPython Markdown: a short summary, verdict by verdict
+    "What a run found, in words: its verdict tally, then the claims under each verdict."
+    from IPython.display import Markdown
+    lines = [f"**What {what} found:** {verdict_tally(claims)}."]
+    for v in VERDICTS:
+        names = list(claims.claim[claims.reproduced == v])
+        if names: lines.append(f"- *{v}*: " + "; ".join(names) + ".")
+    return Markdown("\n".join(lines))
 
 # %% ../../nbs/experiments/08_report.ipynb #3d06db92
 def check_no_smoke_results(

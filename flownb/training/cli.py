@@ -6,12 +6,14 @@
 __all__ = ['parse_args', 'main', 'cli']
 
 # %% ../../nbs/training/05_cli.ipynb #6778c584
-import json, argparse
+import sys, json, argparse
+from pathlib import Path
 from dataclasses import fields
 import torch
 import torch.distributed as dist
 from ..core.presets import PRESETS
 from ..flows.architectures import build_model
+from .checkpoints import checkpoint_step
 from .config import MODES, TrainConfig
 from .distributed import init_distributed
 from .loop import train, TrainRun, NonFiniteTrainingError
@@ -61,8 +63,14 @@ def main(argv=None)->TrainRun:
         train_set = load_dataset(args.dataset, "train", root=args.data_root, limit=args.train_limit)
         test_set = None if args.test_limit == 0 else load_dataset(args.dataset, "test", root=args.data_root,
                                                                   limit=args.test_limit)
+        ckpt = Path(args.checkpoint_dir)/"checkpoint.pt"
+        complete = (not args.no_resume and ckpt.is_file()
+                    and checkpoint_step(ckpt) == config.resolved(world).steps)   # nothing left to train
         run = train(model, train_set, config, test_set=test_set, checkpoint_dir=args.checkpoint_dir,
-                    resume=not args.no_resume, progress=not args.no_progress)
+                    resume=not args.no_resume, progress=not args.no_progress and not complete)
+        if rank == 0 and complete:
+            print(f"flownb-train: {ckpt} is already complete at step {run.history.step.iloc[-1]:.0f}: nothing trained "
+                  "(--no-resume starts afresh)", file=sys.stderr)
         if rank == 0:
             last = run.history.iloc[-1].to_dict() if len(run.history) else {}
             print(json.dumps(dict(log=str(run.log_path), checkpoint=str(run.checkpoint_path), world_size=world,

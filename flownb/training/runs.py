@@ -7,11 +7,12 @@ __all__ = ['run_root', 'NotEnoughImages', 'experiment_data', 'run_lock', 'FlowRu
            'trained_flow', 'train_run_main']
 
 # %% ../../nbs/training/07_runs.ipynb #f9569492
-import os, json
+import os, sys, json
 from dataclasses import replace
 from pathlib import Path
 import torch
 from ..core.paths import repo_folder
+from ..core.progress import progress_stream
 from ..core.devices import resolve_device, tf32
 from ..core.shared_files import locked
 from ..data.datasets import load_dataset, DatasetUnavailable
@@ -65,7 +66,8 @@ def experiment_data(
     except (DatasetUnavailable, NotEnoughImages) as e:
         if not substitute or substitute == dataset: raise
         reason = str(e)
-    print(f"SUBSTITUTED: {dataset} -> {substitute}: {reason}")
+    for stream in (sys.stdout, progress_stream()):   # in the notebook and on the terminal that started it
+        print(f"SUBSTITUTED: {dataset} -> {substitute}: {reason}", file=stream, flush=True)
     data = _images(substitute, image_size, n_train, n_test, min_train, False)
     data["label"] += f" (substituted for {dataset}, not available here)"
     data["substitution"] = dict(asked=dataset, used=substitute, reason=reason)
