@@ -3,7 +3,8 @@ invariances, monotonicity, scale, and input handling."""
 import numpy as np
 import pytest
 
-from flownb.theory import gaussian_nll, optimal_attack, universal_attack, adversarial_training, adv_alpha, adversarial_variance, natural_drop, min_adversarial_steps
+from flownb.theory import (gaussian_nll, optimal_attack, universal_attack, adversarial_training,
+                           adv_alpha, adversarial_variance, natural_drop, min_adversarial_steps)
 
 
 def random_spd(n, rng):

@@ -50,7 +50,7 @@ def test_bad_arguments_raise_one_value_error(kw, msg):
 
 
 def test_importing_does_not_run_main():
-    code = "import sys; sys.argv = ['x', '--help']; import flownb.training.loop; print('imported')"
+    code = "import sys; sys.argv = ['x', '--help']; import flownb.training.cli; print('imported')"
     out = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "imported", out.stdout + out.stderr
 
