@@ -4,7 +4,7 @@
 #   make paper   create .venv if absent, install, regenerate the paper's tables and figures into figures/
 #   make gpu-check   on a CUDA machine: check it and project the hours of the paper's tables (~2 min on an H200)
 #                (PRESET=auto: paper preset on CUDA, cpu preset otherwise)
-#   make docs    the docs site in _docs/ (Quarto's nbdev_docs if installed, else nbconvert), checked in headless Chromium
+#   make docs    the docs site in _docs/ (Quarto's nbdev_docs if installed, else mkdocs-material), checked in headless Chromium
 #   make executed-library PRESET=cpu   run the library notebooks and keep their outputs in nbs/
 # Examples:  make paper NB=00_theory        make paper NB=05_glow_cifar EPS=8 PRESET=cpu
 SHELL := /bin/bash
@@ -20,7 +20,7 @@ RUN_DIR ?= runs/notebooks
 LIBRARY_NBS ?= $(sort $(patsubst nbs/%.ipynb,%,$(wildcard nbs/*/*.ipynb)))
 CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser || command -v google-chrome)
 
-# papermill parameters: PRESET always; the others only when given on the command line
+# the notebook's parameters (papermill's -p/-r): PRESET always; the others only when given on the command line
 PARAMS := -p preset $(PRESET)
 ifdef EPS
 PARAMS += -p eps $(EPS)
@@ -40,7 +40,7 @@ endif
 ifdef OUT_DIR
 PARAMS += -r out_dir $(OUT_DIR)
 endif
-# anything else, verbatim: PAPERMILL_ARGS="-p restarts 4"
+# any other parameter, as papermill takes it: PAPERMILL_ARGS="-p restarts 4 -r anomalies mnist"
 PARAMS += $(PAPERMILL_ARGS)
 
 NOTEBOOKS := $(if $(NB),$(basename $(notdir $(NB))),$(PAPER_NBS))
@@ -71,13 +71,14 @@ test-data: install
 	OMP_NUM_THREADS=1 FLOWNB_PRESET=smoke $(BIN)/nbdev_test --path nbs/data
 	$(BIN)/python -m pytest tests/ -q -m data
 
-# papermill runs without MPLBACKEND (the kernel's inline backend puts the figures into the executed notebooks); each executed
-# notebook goes back over its source in nbs/ only when its results went to figures/ (flownb.tools.executed)
+# each notebook runs with papermill through flownb-run (a failed cell is said in one line, last), without MPLBACKEND (the
+# kernel's inline backend puts the figures into the executed notebooks); each executed notebook goes back over its
+# source in nbs/ only when its results went to figures/ (flownb.tools.executed)
 paper: install
 	@$(BIN)/python -c 'import sys; from flownb.experiments.registry import paper_plan; print(paper_plan(sys.argv[1], sys.argv[2:]))' $(PRESET) $(NOTEBOOKS)
 	mkdir -p $(RUN_DIR)
 	for nb in $(NOTEBOOKS); do \
-	  env -u MPLBACKEND $(BIN)/papermill nbs/$$nb.ipynb $(RUN_DIR)/$$nb.ipynb $(PARAMS) || exit 1; \
+	  env -u MPLBACKEND $(BIN)/flownb-run nbs/$$nb.ipynb $(RUN_DIR)/$$nb.ipynb $(PARAMS) || exit 1; \
 	  $(BIN)/python -m flownb.tools.executed $(RUN_DIR)/$$nb.ipynb nbs/$$nb.ipynb || exit 1; \
 	done
 
@@ -99,11 +100,13 @@ chromium:
 	  else echo "no Chromium, and not root: install it (apt-get install chromium) or set CHROMIUM=/path/to/chrome"; fi; \
 	fi
 
-# the docs site in _docs/: nbdev_docs (Quarto) where quarto is installed, else every notebook of nbs/ rendered by nbconvert
-# (flownb.tools.docs_site) and each page opened in headless Chromium: images loaded, sidebar complete, no traceback
+# the docs site in _docs/: nbdev_docs (Quarto) where quarto is installed, else every notebook of nbs/ built by mkdocs-material
+# and mkdocs-jupyter (flownb.tools.docs_site; MathJax from the jupyter-server-mathjax package `install` puts in the venv),
+# then served locally and each page read in headless Chromium (flownb.tools.docs_check): equations typeset, images
+# loaded, no request off the site, navigation complete, search answering
 docs: install chromium
 	if command -v quarto >/dev/null; then $(BIN)/nbdev_docs; \
-	else $(BIN)/python -m flownb.tools.docs_site --out _docs --check; fi
+	else $(BIN)/python -m flownb.tools.docs_check --out _docs --check; fi
 
 # checks a GPU machine (placement, timings with each speed switch, projected hours of Tables 1-3); GPU_CHECK_ARGS=--dry-run on a CPU
 gpu-check: install

@@ -2,13 +2,15 @@
 outputs and reads well in headless Chromium, executed notebooks are published only from runs that made figures/,
 and committed outputs show the tables of figures/."""
 import os
+import re
 import shutil
 import subprocess
 
 import nbformat
 import pytest
 
-from flownb.tools.docs_site import build_site, check_site, chromium_path, site_notebooks, site_problems
+from flownb.tools.docs_check import check_site, chromium_path, site_problems
+from flownb.tools.docs_site import build_site, site_notebooks, site_pages
 from flownb.experiments.registry import COMMITTED_NOTEBOOKS
 from flownb.tools.executed import MAX_NOTEBOOK_BYTES, publish_cli, publish_executed, run_note, table_mismatches
 
@@ -70,12 +72,20 @@ def test_an_executed_notebook_shows_the_tables_it_wrote(theory_run):
 
 
 def test_every_notebook_is_committed_executed(repo_root):
-    "On a code host every notebook shows its outputs, and says under its title which preset made them."
+    """On a code host every notebook shows its outputs and which preset made them: a library notebook in a note under its
+    title, an experiment notebook (papermill's, at the top of nbs/) in its own outputs, so that a copy run by anyone
+    describes that run and no other."""
     notebooks = [p for p in site_notebooks(repo_root/"nbs") if p.stem != "index"]
     assert len(notebooks) >= 30
     assert [p.name for p in notebooks if not has_outputs(p)] == []
-    def preset_note(p): return next((c.source for c in nbformat.read(p, as_version=4).cells[:3] if "executed" in c.metadata.get("tags", [])), "")
-    unnamed = [p.name for p in notebooks if "preset on 20" not in preset_note(p)]
+    def cells(p): return nbformat.read(p, as_version=4).cells
+    def preset_note(p): return next((c.source for c in cells(p)[:3] if "executed" in c.metadata.get("tags", [])), "")
+    def shown(p): return " ".join(str(o.get("text", "")) + " ".join(map(str, o.get("data", {}).values())) for c in cells(p) for o in c.get("outputs", []))
+    experiments = [p for p in notebooks if p.parent == repo_root/"nbs"]
+    library = [p for p in notebooks if p not in experiments]
+    assert len(experiments) >= 9 and [p.name for p in experiments if preset_note(p)] == [], "a static note under an experiment's title"
+    assert [p.name for p in experiments if not re.search(r"preset \**(cpu|gpu|paper)\b", shown(p))] == []
+    unnamed = [p.name for p in library if "preset on 20" not in preset_note(p)]
     assert unnamed == [], "no note naming the preset under the title"
 
 
@@ -110,15 +120,39 @@ def test_committed_notebooks_stay_small(repo_root):
 
 @needs_chromium
 def test_site_reads_well_in_chromium(site_repo, tmp_path):
-    "The real site (every notebook of nbs/, 00_theory with its outputs) opened page by page in headless Chromium."
-    pages = build_site(site_repo/"nbs", site_repo/"_docs")
-    order = [p.name for p in pages]
-    assert order == [f"{p.stem}.html" for p in site_notebooks(site_repo/"nbs")] and order[0] == "index.html"
-    reports = check_site(site_repo/"_docs", tmp_path/"screenshots")
-    assert site_problems(reports, order) == []
+    """The real site (every notebook of nbs/, 00_theory with its outputs) built with mkdocs, served locally and read page by
+    page in headless Chromium: equations typeset, images loaded, nothing fetched off the site, navigation, search."""
+    site, pages = site_repo/"_docs", site_pages(site_repo/"nbs")
+    order = [p.relative_to(site).as_posix() for p in build_site(site_repo/"nbs", site)]
+    assert order == list(pages) and order[0] == "index.html" and "flows/05_likelihood.html" in order
+    reports = check_site(site, tmp_path/"screenshots")
+    assert site_problems(reports, order, pages, site) == []
+    assert pages["00_theory.html"] >= 20 and reports["00_theory.html"]["math"] >= pages["00_theory.html"]
     assert sum(i["width"] > 0 for i in reports["00_theory.html"]["images"]) >= 2, "00_theory's figures are not on its page"
     assert sum(i["width"] > 0 for i in reports["index.html"]["images"]) >= 2, "the landing page's figures are not on it"
-    assert all((tmp_path/"screenshots"/f"{p[:-5]}.png").stat().st_size > 10_000 for p in order)
+    assert reports["flows/05_likelihood.html"]["toc"] >= 1 and "api-doc" in (site/"flows/05_likelihood.html").read_text()
+    assert reports["search"]["hits"] >= 1
+    assert all(p.stat().st_size > 10_000 for p in (tmp_path/"screenshots").glob("*.png"))
+    assert len(list((tmp_path/"screenshots").glob("*.png"))) == len(order)
+
+
+@needs_chromium
+def test_the_site_check_catches_a_page_with_raw_tex_and_a_cdn(site_repo, tmp_path):
+    """A page of the built site whose MathJax comes from a CDN (as nbconvert's template has it): its equations stay raw
+    TeX and a request leaves the site."""
+    built, site = site_repo/"_docs", tmp_path/"site"
+    if not (built/"index.html").is_file(): build_site(site_repo/"nbs", built)
+    shutil.copytree(built, site, ignore=shutil.ignore_patterns("_screenshots"))
+    page = site/"flows"/"05_likelihood.html"
+    page.write_text(page.read_text().replace('src="../assets/mathjax/MathJax.js"', 'src="https://cdn.example.org/MathJax.js"'))
+    for other in site.rglob("*.html"):   # two pages left to read: the landing page (search) and the planted one
+        if other not in (page, site/"index.html"): other.unlink()
+    pages = {p: n for p, n in site_pages(site_repo/"nbs").items() if p in ("index.html", "flows/05_likelihood.html")}
+    problems = site_problems(check_site(site, tmp_path/"shots"), list(pages), pages, site)
+    assert any("shows raw TeX" in p for p in problems), problems
+    assert any("asks a host other than the site for https://cdn.example.org/MathJax.js" in p for p in problems), problems
+    assert any(p.startswith("flows/05_likelihood.html: 0 of its") for p in problems), problems
+    assert not [p for p in problems if p.startswith("index.html") and "TeX" in p], "the landing page kept its MathJax"
 
 
 def test_make_executed_library_runs_a_library_notebook(repo_root, venv_bin, tmp_path):

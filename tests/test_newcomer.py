@@ -61,11 +61,14 @@ def test_two_smoke_runs_without_mirror_or_out_dir(repo_root, venv_bin, tmp_path)
         assert "SUBSTITUTED: cifar10 -> digits" in run.stderr
     # both runs' results went to the one folder of their parameters under runs/, which each notebook names
     results = sorted((tmp_path/"runs"/"results"/"05_glow_cifar").glob("smoke-*"))
-    assert len(results) == 1
-    for i in (0, 1):
+    assert len(results) == 1 and results[0].name.startswith("smoke-cifar10-unavailable-"), results
+    for i in (0, 1):   # each executed copy says what made it, that run and no other: nothing in it claims figures/
         nb = json.loads((tmp_path/f"out{i}.ipynb").read_text())
-        printed = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
-        assert f"results go to {results[0]}" in printed and "SUBSTITUTED: cifar10 -> digits" in printed
+        shown = "".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/markdown", ""))
+                        for c in nb["cells"] for o in c.get("outputs", []))
+        assert "**This run:** preset **smoke**" in shown and f"`{results[0]}/`" in shown and "`eps = 4`" in shown
+        assert "SUBSTITUTED: cifar10 -> digits" in shown
+        assert "figures/" not in shown and not [c for c in nb["cells"] if "executed" in c["metadata"].get("tags", [])]
     assert check_result_set(results[0], "table1_glow_cifar10") == []   # one whole result set, not a mix of the two
     record = json.loads((results[0]/"table1_glow_cifar10.json").read_text())
     assert record["parameters"]["eps"] == 4 and record["data"]["n_test"] == 5 and record["preset"] == "smoke"

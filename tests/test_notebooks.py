@@ -58,15 +58,27 @@ def test_every_parameters_cell_names_preset_seed_and_out_dir(repo_root):
     assert parameterised >= 1
 
 
+def test_a_failed_run_says_why_in_one_line_last(repo_root, venv_bin, tmp_path):
+    "A bad parameter stops `make paper` with one line naming the notebook, the parameter and where the traceback is: no traceback on the terminal."
+    committed = (repo_root/"nbs"/"00_theory.ipynb").read_bytes()
+    run = subprocess.run(["make", "paper", "NB=00_theory", "PRESET=smoke", f"RUN_DIR={tmp_path}", f"VENV={venv_bin.parent}",
+                          "PAPERMILL_ARGS=-p seed -1"], cwd=repo_root, capture_output=True, text=True, timeout=600)
+    assert run.returncode != 0
+    lines = [l for l in run.stderr.splitlines() if l.strip() and not l.startswith("make")]
+    assert lines[-1].startswith("FAILED: 00_theory failed at ") and "seed" in lines[-1] and str(tmp_path/"00_theory.ipynb") in lines[-1], run.stderr[-2000:]
+    assert "Traceback" not in run.stderr and "PapermillExecutionError" not in run.stderr
+    assert (repo_root/"nbs"/"00_theory.ipynb").read_bytes() == committed
+
+
 def test_make_paper_runs_a_notebook_with_its_parameters(repo_root, venv_bin, tmp_path):
     "`make paper` for real, at the smoke preset: its plan first, the parameters reach the run, nbs/ keeps its committed copy."
     committed = (repo_root/"nbs"/"00_theory.ipynb").read_bytes()
     out, runs = tmp_path/"figures", tmp_path/"notebooks"
     run = subprocess.run(["make", "paper", "NB=00_theory", "PRESET=smoke", "SEED=3", f"OUT_DIR={out}", f"RUN_DIR={runs}",
-                          f"VENV={venv_bin.parent}", "PAPERMILL_ARGS=--log-level WARNING"],
+                          f"VENV={venv_bin.parent}"],
                          cwd=repo_root, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
-    assert run.stdout.index("make paper: 1 notebook(s) at the smoke preset") < run.stdout.index("papermill")
+    assert run.stdout.index("make paper: 1 notebook(s) at the smoke preset") < run.stdout.index("flownb-run")
     record = json.loads((out/"theory_run.json").read_text())
     assert record["preset"] == "smoke" and record["parameters"]["seed"] == 3
     for name in ("fig2_optimal_attacks_2d.png", "fig3_tradeoff.png", "theory_claims.csv", "fig3_tradeoff.csv"):

@@ -176,7 +176,8 @@ def _from_torchvision(name, root:Path, split, download):
                 ds = tvd.LSUN(str(root), classes=[lmdb_dir.name[:-len("_lmdb")]])
                 return ds, "torchvision", f"LSUN bedroom {lmdb_dir.name[:-5]} (torchvision.datasets.LSUN)"
     except (RuntimeError, OSError, ImportError) as e:
-        where = "download failed" if download else f"not in {root} and download=False"
+        # the first try reads files already there; a second, with `download`, fetches them
+        where = "download failed" if download else f"no {name} files in {root}"
         raise _SourceMissing(f"torchvision: {where} "
                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
     raise _SourceMissing(f"torchvision has no {name}")

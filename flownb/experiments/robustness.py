@@ -175,18 +175,22 @@ def trio_experiment(
     timings["baselines and OOD audit (s)"] = round(time.time() - t, 1)
     long = pd.concat([attack.assign(kind="attack"), noise_df.assign(kind="uniform noise", attack="none"),
                       ood_df.assign(kind="ood attack")], ignore_index=True)
+    long = long[["kind", *long.columns.drop("kind")]]   # what tells its rows apart first: kind, then model and ε
     audit = pd.concat([audit.assign(kind="attack"), ood_audit.assign(kind="ood attack")], ignore_index=True)
     audit_rows = pd.concat([audit_rows.assign(kind="attack"), ood_rows.assign(kind="ood attack")], ignore_index=True)
     table = beside_paper(attack, paper, labels=TRIO_TITLES, **column_labels(data["dataset"], paper_dataset))
     clean_q95 = float(sweeps["clean"]["bpd"][0].double().nanquantile(0.95))
-    caption = f"{model_name.upper()}, {data['label']}; preset {preset}"
+    caption, name = f"{data['label']}; preset {preset}", model_name.upper()
     figures = {
-        "fig1": image_grid(fig1_rows(sweeps, ood, eps_list), title=f"Fig. 1: {caption}"),
+        "fig1": image_grid(fig1_rows(sweeps, ood, eps_list), title=f"Fig. 1: a test image attacked under each {name}; noise under the OOD attack",
+                           subtitle=caption),
         "attacks": image_grid(trio_figure_rows(sweeps, noise, ood, eps_list),
-                              title=f"attacks on the clean model: {caption}"),
+                              title=f"Figs. 4/5: attack, uniform noise and OOD attack on the clean {name}",
+                              subtitle=caption),
     }
-    fig, ax = plt.subplots(figsize=(7, 4))
-    plot_learning_curves({m: r.history for m, r in runs.items()}, ax=ax, title=f"training: {caption}")
+    fig, ax = plt.subplots(figsize=(7, 4.4))
+    plot_learning_curves({m: r.history for m, r in runs.items()}, ax=ax, title=f"Training the three {name}s",
+                         subtitle=caption)
     # closed like image_grid's: each is shown once, where the notebook asks for it
     figures["training"] = fig; plt.close(fig)
     timings["total (s)"] = round(time.time() - t0, 1)

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['MAX_NOTEBOOK_BYTES', 'strip_progress', 'relative_to_repository', 'clean_outputs', 'drop_injected_parameters',
-           'set_run_note', 'run_note', 'results_are_committed', 'publish_executed', 'where_results_went', 'publish_cli',
-           'shown_tables', 'cell_matches', 'table_difference', 'table_mismatches']
+           'set_run_note', 'run_note', 'results_are_committed', 'publish_executed', 'publish_cli', 'papermill_value',
+           'run_notebook', 'run_cli', 'shown_tables', 'cell_matches', 'table_difference', 'table_mismatches']
 
 # %% ../../nbs/tools/00_executed.ipynb #09849555
 import re, json, time
@@ -80,10 +80,11 @@ def drop_injected_parameters(
 
 def set_run_note(
     nb:nbformat.NotebookNode,  # notebook, changed in place
-    text:str,                  # markdown of the note
+    text:str|None,             # markdown of the note; None: no note (an earlier one is removed)
 )->nbformat.NotebookNode:
     "Put `text` in the markdown cell tagged `executed` under the title cell (replacing an earlier note)."
     nb.cells = [c for c in nb.cells if "executed" not in c.metadata.get("tags", [])]
+    if text is None: return nb
     nb.cells.insert(1 if nb.cells and nb.cells[0].cell_type == "markdown" else 0,
                     nbformat.v4.new_markdown_cell(text, metadata={"tags": ["executed"]}))
     return nb
@@ -121,7 +122,7 @@ def _sources(nb): return [(c.cell_type, c.source) for c in nb.cells if "executed
 def publish_executed(
     executed:str|Path,  # notebook papermill wrote, e.g. runs/notebooks/05_glow_cifar.ipynb
     dest:str|Path,      # its source notebook in nbs/, overwritten
-    note:str,           # markdown for the note under the title (see `run_note`)
+    note:str|None,      # markdown for the note under the title (see `run_note`); None: none
     max_bytes:int=MAX_NOTEBOOK_BYTES,  # refuse a notebook bigger than this
 )->Path:                # dest
     """Copy an executed notebook over its source: injected cell dropped, note on top, progress noise stripped, paths
@@ -140,16 +141,6 @@ def publish_executed(
     atomic_write_text(dest, text)   # a reader (or an interrupted publish) never leaves half a notebook
     return dest
 
-# %% ../../nbs/tools/00_executed.ipynb #64fff52c
-def where_results_went(
-    notebook:str,      # notebook name in nbs/, e.g. '05_glow_cifar'
-    library_run:bool,  # run as `nbdev_test` runs it (`IN_TEST=1`: `make executed-library`)
-)->str:                # the words of the published notebook's note
-    "Where the results of a published run went."
-    if notebook in COMMITTED_NOTEBOOKS: return "its tables and figures are the ones in `figures/`"
-    if library_run: return "anything it wrote went to a scratch folder"
-    return "it read the committed results in `figures/`"
-
 # %% ../../nbs/tools/00_executed.ipynb #d08e05c0
 @call_parse
 def publish_cli(
@@ -166,12 +157,58 @@ def publish_cli(
     name = Path(dest).stem
     ok, why = results_are_committed(name, params)
     if not ok: return print(f"{name}: executed copy kept in {executed} only ({why})")
-    where = where_results_went(name, library_run=preset is not None)
-    try:
-        publish_executed(executed, dest, run_note(resolve_preset(params.get("preset", "auto")),
-                                                  {k: v for k, v in params.items() if k != "preset"}, where))
+    # an experiment notebook's `output_dir` cell shows its run's provenance; a library notebook gets a note on top
+    note = (None if preset is None else
+            run_note(resolve_preset(preset), {}, "anything it wrote went to a scratch folder"))
+    try: publish_executed(executed, dest, note)
     except ValueError as e: raise SystemExit(f"{name}: {e}") from None
     print(f"{name}: outputs published to {dest} ({why})")
+
+# %% ../../nbs/tools/00_executed.ipynb #455bb592
+def papermill_value(
+    text:str,   # a `-p` value from the command line
+):              # True/False/None, an int, a float, else the text
+    "A parameter value as papermill's command line reads it."
+    if text in ("True", "False", "None"): return {"True": True, "False": False, "None": None}[text]
+    for kind in (int, float):
+        try: return kind(text)
+        except ValueError: pass
+    return text
+
+def run_notebook(
+    source:str|Path,   # notebook to run, e.g. nbs/05_glow_cifar.ipynb
+    executed:str|Path, # where the executed copy goes
+    parameters:dict,   # papermill parameters
+    **kwargs,          # more for `papermill.execute_notebook` (e.g. `cwd`)
+)->str|None:           # None on success, else the one-line reason it failed
+    "Run a notebook with papermill; a failing cell becomes a one-line reason instead of a traceback."
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+    try: papermill.execute_notebook(str(source), str(executed), parameters=parameters, **kwargs)
+    except PapermillExecutionError as e:
+        line = next((l.strip() for l in e.source.splitlines() if l.strip() and not l.strip().startswith("#")), "")
+        line = line if len(line) <= 60 else line[:57] + "..."
+        return f"{Path(source).stem} failed at `{line}`: {e.ename}: {e.evalue} (full traceback in {executed})"
+    return None
+
+def run_cli(
+    argv:list|None=None,   # the command line after the program's name; None: `sys.argv[1:]`
+):
+    "`flownb-run SOURCE EXECUTED [-p NAME VALUE]... [-r NAME VALUE]...`: run a notebook, a failure said in one line."
+    import argparse
+    parser = argparse.ArgumentParser(prog="flownb-run", description=run_cli.__doc__.split(": ", 1)[1])
+    parser.add_argument("source", help="the notebook to run, e.g. nbs/05_glow_cifar.ipynb")
+    parser.add_argument("executed", help="where its executed copy goes, e.g. runs/notebooks/05_glow_cifar.ipynb")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="a parameter, read as papermill reads it: 8 is an int, None is None")
+    parser.add_argument("-r", "--raw", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="a parameter kept as a string")
+    args = parser.parse_args(argv)
+    params = {k: papermill_value(v) for k, v in args.parameter} | dict(args.raw)
+    if not Path(args.source).is_file(): parser.exit(2, f"flownb-run: no notebook {args.source}\n")
+    Path(args.executed).parent.mkdir(parents=True, exist_ok=True)
+    failed = run_notebook(args.source, args.executed, params)
+    if failed: parser.exit(1, f"\nFAILED: {failed}\n")
 
 # %% ../../nbs/tools/00_executed.ipynb #af47f314
 def _table_rows(table)->tuple:
