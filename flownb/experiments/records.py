@@ -125,7 +125,8 @@ def run_provenance(
     if root is not None and shown.is_relative_to(root.resolve()): shown = shown.relative_to(root.resolve())
     return (f"**This run:** preset **{preset}**, {time.strftime('%Y-%m-%d %H:%M %Z')}"
             + ("; parameters other than the notebook's defaults: "
-               + ", ".join(f"`{k} = {v!r}`" for k, v in changed.items()) if changed else "; the notebook's defaults")
+               + ", ".join(f"`{k} = {v!r}`" for k, v in changed.items()) if changed
+               else "; the notebook's defaults" if notebook else "")
             + f". Its results went to `{shown}/` ({why}).")
 
 def show_markdown(

@@ -164,7 +164,7 @@ def publish_cli(
     except ValueError as e: raise SystemExit(f"{name}: {e}") from None
     print(f"{name}: outputs published to {dest} ({why})")
 
-# %% ../../nbs/tools/00_executed.ipynb #455bb592
+# %% ../../nbs/tools/00_executed.ipynb #5cf30806
 def papermill_value(
     text:str,   # a `-p` value from the command line
 ):              # True/False/None, an int, a float, else the text
