@@ -176,9 +176,11 @@ def _from_torchvision(name, root:Path, split, download):
                 ds = tvd.LSUN(str(root), classes=[lmdb_dir.name[:-len("_lmdb")]])
                 return ds, "torchvision", f"LSUN bedroom {lmdb_dir.name[:-5]} (torchvision.datasets.LSUN)"
     except (RuntimeError, OSError, ImportError) as e:
-        # the first try reads files already there; a second, with `download`, fetches them
-        where = "download failed" if download else f"no {name} files in {root}"
-        raise _SourceMissing(f"torchvision: {where} "
+        # the first try reads files already there (torchvision's "use download=True" would mislead: it is said
+        # below how to get them); a second, with `download`, fetches them
+        if not download and not isinstance(e, ImportError):
+            raise _SourceMissing(f"torchvision: no {name} files in {root}") from e
+        raise _SourceMissing(f"torchvision: {'download failed' if download else 'cannot be used'} "
                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
     raise _SourceMissing(f"torchvision has no {name}")
 
