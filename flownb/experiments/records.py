@@ -97,7 +97,8 @@ def output_dir(
     parameters:dict|None=None,   # its parameters, as run (needed when out_dir is None)
 )->Path:                         # an existing folder to write tables and figures into
     """Where a notebook writes results: `out_dir` if given; a scratch folder under `nbdev_test`; else
-    `default_results_folder`. Says so in the notebook (`run_provenance`) and in one line on the terminal (`announce`)."""
+    `default_results_folder`. Says so in the notebook (`run_provenance`) and in one line on the terminal
+    (`announce`)."""
     if out_dir is not None: folder, why = Path(out_dir).expanduser(), "out_dir"
     elif running_under_nbdev_test(): folder, why = scratch_folder("figures"), "a scratch folder: nbdev_test"
     elif notebook is None or parameters is None:

@@ -182,7 +182,8 @@ def trio_experiment(
     clean_q95 = float(sweeps["clean"]["bpd"][0].double().nanquantile(0.95))
     caption, name = f"{data['label']}; preset {preset}", model_name.upper()
     figures = {
-        "fig1": image_grid(fig1_rows(sweeps, ood, eps_list), title=f"Fig. 1: a test image attacked under each {name}; noise under the OOD attack",
+        "fig1": image_grid(fig1_rows(sweeps, ood, eps_list),
+                           title=f"Fig. 1: a test image attacked under each {name}; noise under the OOD attack",
                            subtitle=caption),
         "attacks": image_grid(trio_figure_rows(sweeps, noise, ood, eps_list),
                               title=f"Figs. 4/5: attack, uniform noise and OOD attack on the clean {name}",

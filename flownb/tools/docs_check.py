@@ -178,9 +178,9 @@ PAGE_REPORT_JS = r"""(async () => {
                                                   .then(() => new Promise(r => MathJax.Hub.Queue(r))), 30);
   const all = sel => [...document.querySelectorAll(sel)];
   const raw = [], walk = document.createTreeWalker(document.querySelector('article') || document.body, 4);
-  const tex = new RegExp(String.raw`\$[^$\n]{1,200}\$|\\(frac|varepsilon|epsilon|mathbb|mathcal|mathrm|mathbf|sum|prod|log|`
-                         + String.raw`exp|theta|cdot|left|right|begin|sqrt|partial|nabla|alpha|beta|sigma|lambda|leq?|geq?|`
-                         + String.raw`infty|text|hat|tilde|operatorname)\b`);
+  const tex = new RegExp(String.raw`\$[^$\n]{1,200}\$|\\(frac|varepsilon|epsilon|mathbb|mathcal|mathrm|`
+                         + String.raw`mathbf|sum|prod|log|exp|theta|cdot|left|right|begin|sqrt|partial|nabla|`
+                         + String.raw`alpha|beta|sigma|lambda|leq?|geq?|infty|text|hat|tilde|operatorname)\b`);
   for (let n; (n = walk.nextNode());) {
     const el = n.parentElement;
     if (el.closest('pre, code, script, style, textarea, .MathJax, .MathJax_Display, .MathJax_Preview')
@@ -239,7 +239,8 @@ def check_site(
             session = chrome.open(server.url + page)
             r = chrome.evaluate(PAGE_REPORT_JS, session)
             r["screenshot"] = str(chrome.screenshot(session, shots/f"{page[:-5].replace('/', '.')}.png"))
-            r["requests"] = [u for u in chrome.requests(session) if not u.startswith((server.url, "data:", "blob:", "about:"))]
+            r["requests"] = [u for u in chrome.requests(session)
+                             if not u.startswith((server.url, "data:", "blob:", "about:"))]
             r["nav"] = [l.lstrip("/") for l in r["nav"]]
             r["links"] = [l.lstrip("/") for l in r["links"] if "://" not in l]
             reports[page] = r
