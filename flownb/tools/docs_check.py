@@ -15,14 +15,6 @@ from fastcore.basics import patch
 from fastcore.script import call_parse
 from .docs_site import build_site, site_pages
 
-# %% ../../nbs/tools/02_docs_check.ipynb #64334d8c
-import os, json, base64, fcntl, select, shutil, subprocess, tempfile, threading, time
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from fastcore.basics import patch
-from .docs_site import build_site, site_pages
-
 # %% ../../nbs/tools/02_docs_check.ipynb #83d87638
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
