@@ -134,7 +134,7 @@ def publish_executed(
     if dest.exists() and _sources(nbformat.read(dest, as_version=4)) != _sources(nb):
         raise ValueError(f"{dest} changed since {executed} ran: rerun it instead of publishing a stale run")
     _nbdev_clean(nb, path=None)
-    text = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+    text = json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n"   # keys sorted, as nbdev_clean writes
     if len(text.encode()) > max_bytes:
         raise ValueError(f"{executed} is {len(text.encode())/1e6:.1f} MB with its outputs, "
                          f"over {max_bytes/1e6:.1f} MB: lower its figures' dpi")
