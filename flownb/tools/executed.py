@@ -8,7 +8,7 @@ __all__ = ['MAX_NOTEBOOK_BYTES', 'strip_progress', 'relative_to_repository', 'cl
            'run_notebook', 'run_cli', 'shown_tables', 'cell_matches', 'table_difference', 'table_mismatches']
 
 # %% ../../nbs/tools/00_executed.ipynb #09849555
-import re, json, time
+import re, time
 from pathlib import Path
 import nbformat
 import pandas as pd
@@ -128,13 +128,14 @@ def publish_executed(
     """Copy an executed notebook over its source: injected cell dropped, note on top, progress noise stripped, paths
     relative to the repository, then `nbdev_clean`ed. Refuses when the source changed since the run or the result is
     too big."""
-    from nbdev.clean import _nbdev_clean
+    from nbdev.clean import _nbdev_clean   # nbdev and execnb: dev requirements, as publishing is
+    from execnb.nbio import nb2str
     nb, dest = nbformat.read(executed, as_version=4), Path(dest)
     drop_injected_parameters(nb); clean_outputs(nb, repo_root()); set_run_note(nb, note)
     if dest.exists() and _sources(nbformat.read(dest, as_version=4)) != _sources(nb):
         raise ValueError(f"{dest} changed since {executed} ran: rerun it instead of publishing a stale run")
     _nbdev_clean(nb, path=None)
-    text = json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n"   # keys sorted, as nbdev_clean writes
+    text = nb2str(nb)   # the text nbdev_clean writes: keys sorted, one-space indent
     if len(text.encode()) > max_bytes:
         raise ValueError(f"{executed} is {len(text.encode())/1e6:.1f} MB with its outputs, "
                          f"over {max_bytes/1e6:.1f} MB: lower its figures' dpi")
