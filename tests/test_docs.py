@@ -181,3 +181,14 @@ def test_readme_time_of_make_paper_is_its_plan(repo_root):
     from flownb.experiments.registry import paper_plan, notebook_files
     value, unit = paper_plan("cpu", notebook_files()).splitlines()[-2].split()[-2:]   # e.g. '~4.1', 'h'
     assert f"about {value.lstrip('~')} {unit} in all" in (repo_root/"README.md").read_text()
+
+
+def test_readme_cpu_budgets_are_the_plans(repo_root):
+    "The README's preset table gives the cpu preset's longest table notebook and the two studies the plan's minutes."
+    from flownb.experiments.registry import EXPERIMENTS, format_minutes
+    row = next(line for line in (repo_root/"README.md").read_text().splitlines() if line.startswith("| `cpu` |"))
+    minutes = {e.name: e.minutes["cpu"] for e in EXPERIMENTS}
+    studies = [name for name in minutes if name.startswith("09") and name[2].isalpha()]   # 09a, 09b: beyond the paper
+    longest = max(m for name, m in minutes.items() if name not in studies)
+    assert f"≤ {format_minutes(longest)} per table notebook" in row, row
+    for name in studies: assert f"`{name[:3]}` {format_minutes(minutes[name])}" in row, (name, row)

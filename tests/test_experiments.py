@@ -8,7 +8,7 @@ import nbformat
 import numpy as np
 import pandas as pd
 
-from flownb.experiments.report import results_markdown, claims_table, verdict_tally, BEGIN, END
+from flownb.experiments.report import results_markdown, claims_table, verdict_tally, fresh_machine_minutes, BEGIN, END
 from flownb.experiments.results import committed_runs, VERDICTS
 
 from flownb.experiments.registry import EXPERIMENTS
@@ -58,6 +58,14 @@ def test_landing_page_counts_the_committed_verdicts(repo_root):
     tally = verdict_tally(claims_table(figures, [stem for stem, _ in committed_runs(figures)]))
     index = "".join(c.source for c in nbformat.read(repo_root/"nbs"/"index.ipynb", as_version=4).cells)
     assert tally in index, f"nbs/index.ipynb should say: {tally}"
+
+
+def test_plan_minutes_are_the_committed_runs_times(repo_root):
+    """The minutes `make paper`'s plan prints for each committed notebook are what its run took on a fresh machine
+    (wall time plus the training of the flows it reused), within 15 % or 2 min."""
+    times = fresh_machine_minutes(repo_root/"figures")
+    off = times[(times.plan - times.fresh_machine).abs() > np.maximum(2, 0.15*times.fresh_machine)]
+    assert off.empty, f"set these minutes in nbs/experiments/01_registry.ipynb:\n{off.round(1).to_string()}"
 
 
 def test_committed_claims_carry_the_labels_of_one_function(repo_root):

@@ -19,7 +19,8 @@ FIGURES_PRESET = "cpu"   # the preset of the results committed in figures/
 class Notebook:
     "An experiment notebook at the top of `nbs/`: what it makes and how long it takes."
     name:str                  # file stem in nbs/, e.g. '05_glow_cifar'
-    # preset -> wall minutes on 2 CPU cores, measured (the paper preset runs on a GPU: not measured here)
+    # preset -> wall minutes on 2 CPU cores as on a fresh machine, training included, measured (the paper preset
+    # runs on a GPU: not measured here)
     minutes:dict
     committed:bool            # its results at FIGURES_PRESET with its default parameters are the ones in figures/
     pattern:"str|None" = None # file-stem pattern of its runs in figures/, e.g. 'table1_glow_*': a section of the report
@@ -28,7 +29,7 @@ class Notebook:
 
 NOTEBOOKS = (  # in the order make paper runs them
     Notebook("00_theory", dict(smoke=0.5, cpu=3.5), True),
-    Notebook("05_glow_cifar", dict(smoke=1, cpu=25), True, "table1_glow_*",
+    Notebook("05_glow_cifar", dict(smoke=1, cpu=31), True, "table1_glow_*",
              "Table 1 — GLOW, clean / adversarial / hybrid, attack ε sweep", ("fig1", "fig4")),
     Notebook("06_glow_lsun", dict(smoke=1, cpu=23), True, "table2_glow_*",
              "Table 2 — GLOW, clean / adversarial / hybrid, attack ε up to 32", ("fig5",)),
@@ -36,12 +37,12 @@ NOTEBOOKS = (  # in the order make paper runs them
              "Table 3 — RealNVP at ε = 8, by attack iterations"),
     Notebook("08_adversarial_samples", dict(smoke=1, cpu=1), True, "fig6_glow_*",
              "Figure 6 / §8.3 — samples of the adversarial model judged by the clean one"),
-    Notebook("09_stability", dict(smoke=1, cpu=17), True, "stability_glow_*",
+    Notebook("09_stability", dict(smoke=1, cpu=24), True, "stability_glow_*",
              "§8.5 — spread of bits/dim under attack, LU vs plain 1×1 convolutions"),
     Notebook("09a_beyond_paper", dict(smoke=1, cpu=86), True, "beyond_glow_*",
              "Beyond the paper — where the likelihood explodes, architectural remedies, training from scratch, "
              "OOD detection under attack"),
-    Notebook("09b_budget_curve", dict(smoke=1, cpu=70), True, "budget_glow_*",
+    Notebook("09b_budget_curve", dict(smoke=1, cpu=33), True, "budget_glow_*",
              "Beyond the paper — hybrid against adversarial training as the robust-training budget grows"),
     Notebook("10_report", dict(smoke=0.2, cpu=0.2), False),
 )
